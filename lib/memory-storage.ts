@@ -80,35 +80,48 @@ export class MemoryStorage implements IdempotencyStorage {
   }
 
   async complete (key: string, token: string, record: CompletedRecord, ttl: number): Promise<boolean> {
-    const entry = this.entries.get(key)
-    if (entry?.claim?.token !== token) {
+    const now = Date.now()
+    const entry = this.ownedEntry(key, token, now)
+    if (entry === null) {
       return false
     }
     entry.claim = null
     entry.completed = record
-    entry.completedEnd = Date.now() + ttl
+    entry.completedEnd = now + ttl
     return true
   }
 
   async renew (key: string, token: string, lease: number): Promise<boolean> {
-    const claim = this.entries.get(key)?.claim
-    if (claim?.token !== token) {
+    const now = Date.now()
+    const entry = this.ownedEntry(key, token, now)
+    if (entry === null) {
       return false
     }
-    claim.leaseEnd = Date.now() + lease
+    (entry.claim as Claim).leaseEnd = now + lease
     return true
   }
 
   async release (key: string, token: string): Promise<boolean> {
-    const entry = this.entries.get(key)
-    if (entry?.claim?.token !== token) {
+    const now = Date.now()
+    const entry = this.ownedEntry(key, token, now)
+    if (entry === null) {
       return false
     }
     entry.claim = null
-    if (entry.completedEnd <= Date.now()) {
+    if (entry.completedEnd <= now) {
       this.entries.delete(key)
     }
     return true
+  }
+
+  /** Returns the entry whose live claim `token` holds, or null. */
+  private ownedEntry (key: string, token: string, now: number): Entry | null {
+    const entry = this.entries.get(key)
+    const claim = entry?.claim
+    if (entry === undefined || claim?.token !== token || claim.leaseEnd <= now) {
+      return null
+    }
+    return entry
   }
 
   /** Returns the entry of a live key and marks it as most recently used. */

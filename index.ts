@@ -1,0 +1,521 @@
+import { randomUUID, type Hash } from 'node:crypto'
+import type { Readable } from 'node:stream'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type {
+  FastifyInstance,
+  FastifyPluginAsync,
+  FastifyReply,
+  FastifyRequest,
+  RouteOptions
+} from 'fastify'
+import fp from 'fastify-plugin'
+import {
+  InProgressError,
+  InvalidOptionError,
+  KeyMissingError,
+  PayloadMismatchError,
+  StorageUnavailableError
+} from './lib/errors'
+import { MemoryStorage } from './lib/memory-storage'
+import {
+  resolveOptions,
+  resolveRouteConfig,
+  type IdempotencyEncoder,
+  type IdempotencyOptions,
+  type IdempotencyRouteConfig,
+  type ResolvedOptions
+} from './lib/options'
+import { RedisStorage } from './lib/redis-storage'
+import { captureResponse, sendReplay } from './lib/replay'
+import {
+  defaultEncoder,
+  fingerprintWithoutBody,
+  hashBody,
+  readKey,
+  startFingerprint
+} from './lib/request-key'
+import type { IdempotencyStorage, StoredResponse } from './lib/storage'
+
+/** What a handler can read about the idempotency key of its request. */
+export interface RequestIdempotency {
+  /** The key the client sent, or null when none was sent or checked. */
+  key: string | null
+  /** Whether a response was already stored for this key. */
+  exists: boolean
+  /** The stored response, when `exists` is true. */
+  response: StoredResponse | null
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    idempotency?: IdempotencyRouteConfig
+  }
+  interface FastifyRequest {
+    idempotency: RequestIdempotency
+  }
+}
+
+/** Options of one route, after its route config is merged in. */
+interface RouteSettings {
+  mode: 'required' | 'optional' | 'manual'
+  header: string
+  storage: IdempotencyStorage
+  encoder: IdempotencyEncoder
+  conflictStatusCode: number | null
+  lock: boolean
+  lockTimeout: number
+  lockTtl: number
+  lockedStatusCode: number
+  storeOnStatuses: Set<number>
+  ttl: number
+  fingerprint: boolean
+}
+
+interface RequestState {
+  info: RequestIdempotency
+  storageKey: string
+  bodyHash: Hash | null
+  fingerprint: string
+  /** Set while this request still has to store or release its response. */
+  token: string | null
+  /** Whether `token` holds a claim in storage, which is so when locking. */
+  claimed: boolean
+  renewal: NodeJS.Timeout | null
+}
+
+const kState = Symbol('fastify-idempotency-key.state')
+
+const noIdempotency: RequestIdempotency = Object.freeze({
+  key: null,
+  exists: false,
+  response: null
+})
+
+const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
+
+// The first wait of a duplicate for its in-flight original, doubled after
+// each poll of the storage until lockTimeout runs out.
+const firstPollDelay = 5
+
+async function fastifyIdempotency (fastify: FastifyInstance, options: IdempotencyOptions) {
+  const resolved = resolveOptions(options)
+  const storages = createStorageResolver(fastify, resolved)
+  const defaultStorage = storages(resolved.redisNamespace)
+
+  fastify.decorateRequest(kState, null)
+  fastify.decorateRequest('idempotency', {
+    getter (this: FastifyRequest) {
+      return (this as RequestWithState)[kState]?.info ?? noIdempotency
+    }
+  })
+
+  fastify.addHook('onRoute', function addIdempotencyHooks (route) {
+    const settings = settingsForRoute(route, resolved, defaultStorage, storages)
+    if (settings === null) {
+      return
+    }
+    const hooks = createRouteHooks(settings, isMixedMethod(route))
+    route.onRequest = appendHook(route.onRequest, hooks.onRequest)
+    if (settings.fingerprint) {
+      route.preParsing = appendHook(route.preParsing, hooks.preParsing)
+    }
+    route.preHandler = appendHook(route.preHandler, hooks.preHandler)
+    route.onSend = appendHook(route.onSend, hooks.onSend)
+  })
+}
+
+type RequestWithState = FastifyRequest & { [kState]: RequestState | null }
+
+function createStorageResolver (fastify: FastifyInstance, options: ResolvedOptions) {
+  const redisStorages = new Map<string, IdempotencyStorage>()
+
+  return function storageFor (namespace: string | undefined): IdempotencyStorage {
+    if (options.storage === 'memory') {
+      return new MemoryStorage()
+    }
+    if (options.storage !== 'redis') {
+      return options.storage
+    }
+
+    const name = namespace ?? ''
+    let storage = redisStorages.get(name)
+    if (storage === undefined) {
+      storage = new RedisStorage(redisClient(fastify, namespace), { keyPrefix: options.keyPrefix })
+      redisStorages.set(name, storage)
+    }
+    return storage
+  }
+}
+
+function redisClient (fastify: FastifyInstance, namespace: string | undefined) {
+  if (!fastify.hasDecorator('redis')) {
+    throw new InvalidOptionError('storage', "'redis' needs @fastify/redis: register it before this plugin")
+  }
+  const redis = (fastify as unknown as { redis: Record<string, unknown> }).redis
+  const client = namespace === undefined ? redis : redis[namespace]
+  if (client === undefined || client === null) {
+    throw new InvalidOptionError('redisNamespace', `no @fastify/redis client is registered as ${JSON.stringify(namespace)}`)
+  }
+  return client as ConstructorParameters<typeof RedisStorage>[0]
+}
+
+function settingsForRoute (
+  route: RouteOptions,
+  options: ResolvedOptions,
+  defaultStorage: IdempotencyStorage,
+  storageFor: (namespace: string | undefined) => IdempotencyStorage
+): RouteSettings | null {
+  const methods = Array.isArray(route.method) ? route.method : [route.method]
+  const routeName = `${methods.join(',')} ${route.url} config.idempotency`
+  const config = resolveRouteConfig(route.config?.idempotency, routeName)
+  const mode = config?.mode ?? options.mode
+  if (mode === 'exempt' || methods.every((method) => safeMethods.has(method))) {
+    return null
+  }
+
+  let storage = defaultStorage
+  if (config?.redisNamespace !== undefined) {
+    if (options.storage !== 'redis') {
+      throw new InvalidOptionError(`${routeName} redisNamespace`, "needs storage: 'redis'")
+    }
+    storage = storageFor(config.redisNamespace)
+  }
+
+  return {
+    mode,
+    header: options.header,
+    storage,
+    encoder: options.encoder ?? defaultEncoder,
+    conflictStatusCode: config?.conflictStatusCode !== undefined
+      ? config.conflictStatusCode
+      : options.conflictStatusCode,
+    lock: options.lock,
+    lockTimeout: options.lockTimeout,
+    lockTtl: options.lockTtl,
+    lockedStatusCode: options.lockedStatusCode,
+    storeOnStatuses: new Set(config?.storeOnStatuses ?? options.storeOnStatuses),
+    ttl: config?.ttl ?? options.ttl,
+    fingerprint: options.fingerprint
+  }
+}
+
+function isMixedMethod (route: RouteOptions): boolean {
+  return Array.isArray(route.method) && route.method.some((method) => safeMethods.has(method))
+}
+
+function appendHook<T> (existing: T | T[] | undefined, hook: T): T[] {
+  if (existing === undefined) {
+    return [hook]
+  }
+  return Array.isArray(existing) ? [...existing, hook] : [existing, hook]
+}
+
+function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
+  const { storage, header } = settings
+
+  function stateOf (request: FastifyRequest): RequestState | null {
+    return (request as RequestWithState)[kState]
+  }
+
+  async function idempotencyCheckKey (request: FastifyRequest) {
+    if (mixedMethods && safeMethods.has(request.method)) {
+      return
+    }
+    const key = readKey(request, header)
+    if (key instanceof Error) {
+      throw key
+    }
+    if (key === null) {
+      if (settings.mode === 'optional') {
+        return
+      }
+      throw new KeyMissingError(header)
+    }
+
+    const storageKey = settings.encoder(request, key)
+    if (typeof storageKey !== 'string' || storageKey === '') {
+      throw new TypeError('The idempotency encoder must return a non-empty string')
+    }
+    (request as RequestWithState)[kState] = {
+      info: { key, exists: false, response: null },
+      storageKey,
+      bodyHash: null,
+      fingerprint: '',
+      token: null,
+      claimed: false,
+      renewal: null
+    }
+  }
+
+  async function idempotencyHashBody (request: FastifyRequest, _reply: FastifyReply, body: Readable) {
+    const state = stateOf(request)
+    if (state === null || !hasBody(request)) {
+      return body
+    }
+    state.bodyHash = startFingerprint(request)
+    return hashBody(body, state.bodyHash)
+  }
+
+  async function idempotencyClaim (request: FastifyRequest, reply: FastifyReply) {
+    const state = stateOf(request)
+    if (state === null) {
+      return
+    }
+    state.fingerprint = fingerprintOf(request, state, settings.fingerprint)
+
+    if (!settings.lock) {
+      return checkWithoutLock(request, reply, state)
+    }
+
+    const token = randomUUID()
+    const deadline = Date.now() + settings.lockTimeout
+    let delay = firstPollDelay
+    for (;;) {
+      const result = await callStorage(() => storage.claim(state.storageKey, {
+        token,
+        fingerprint: state.fingerprint,
+        lease: settings.lockTtl,
+        takeover: settings.mode === 'manual'
+      }))
+
+      if (result.claimed) {
+        request.log.debug({ idempotencyKey: state.info.key }, 'idempotency key claimed')
+        state.token = token
+        state.claimed = true
+        state.info.exists = result.previous !== null
+        state.info.response = result.previous?.response ?? null
+        startRenewal(request, reply, state)
+        return
+      }
+
+      const record = result.record
+      checkFingerprint(state, record.fingerprint)
+      if (record.state === 'completed') {
+        return replay(request, reply, state, record.response)
+      }
+
+      const remaining = deadline - Date.now()
+      if (remaining <= 0) {
+        return rejectInProgress(request, reply, state)
+      }
+      await sleep(Math.min(delay, remaining))
+      delay *= 2
+    }
+  }
+
+  async function checkWithoutLock (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
+    const record = await callStorage(() => storage.get(state.storageKey))
+    if (record?.state === 'completed') {
+      if (settings.mode === 'manual') {
+        state.info.exists = true
+        state.info.response = record.response
+      } else {
+        checkFingerprint(state, record.fingerprint)
+        return replay(request, reply, state, record.response)
+      }
+    }
+    state.token = randomUUID()
+  }
+
+  function checkFingerprint (state: RequestState, storedFingerprint: string) {
+    if (settings.fingerprint && settings.mode !== 'manual' && storedFingerprint !== state.fingerprint) {
+      throw new PayloadMismatchError()
+    }
+  }
+
+  function replay (request: FastifyRequest, reply: FastifyReply, state: RequestState, response: StoredResponse) {
+    request.log.debug({ idempotencyKey: state.info.key }, 'idempotency key replayed')
+    return sendReplay(reply, response, settings.conflictStatusCode)
+  }
+
+  function rejectInProgress (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
+    request.log.debug({ idempotencyKey: state.info.key }, 'idempotency key still in progress')
+    const retryAfter = Math.max(1, Math.ceil(settings.lockTimeout / 1000))
+    reply.header('retry-after', String(retryAfter))
+    const error: { statusCode: number } = new InProgressError(retryAfter)
+    error.statusCode = settings.lockedStatusCode
+    throw error
+  }
+
+  function startRenewal (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
+    const interval = Math.max(1, Math.floor(settings.lockTtl / 3))
+    state.renewal = setInterval(() => {
+      renewClaim(request, reply, state).catch(() => {})
+    }, interval)
+    state.renewal.unref()
+  }
+
+  async function renewClaim (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
+    const token = state.token
+    if (token === null) {
+      return
+    }
+    // A hijacked reply never reaches onSend, so its response cannot be stored.
+    if (reply.sent) {
+      request.log.warn({ idempotencyKey: state.info.key }, 'idempotency key released: a hijacked reply cannot be stored')
+      return finish(request, state, null)
+    }
+    try {
+      if (!await storage.renew(state.storageKey, token, settings.lockTtl)) {
+        stopRenewal(state)
+        request.log.warn({ idempotencyKey: state.info.key }, 'idempotency claim was lost before the handler finished')
+      }
+    } catch (err) {
+      request.log.warn({ err, idempotencyKey: state.info.key }, 'idempotency claim renewal failed')
+    }
+  }
+
+  async function idempotencyStore (request: FastifyRequest, reply: FastifyReply, payload: unknown) {
+    const state = stateOf(request)
+    if (state === null || state.token === null) {
+      return payload
+    }
+
+    if (!settings.storeOnStatuses.has(reply.statusCode)) {
+      request.log.debug({ idempotencyKey: state.info.key, statusCode: reply.statusCode }, 'idempotency key released')
+      await finish(request, state, null)
+      return payload
+    }
+    const body = storableBody(payload)
+    if (body === null) {
+      request.log.warn({ idempotencyKey: state.info.key }, 'idempotency key released: a streamed response cannot be stored')
+      await finish(request, state, null)
+      return payload
+    }
+
+    await finish(request, state, captureResponse(reply, body))
+    return payload
+  }
+
+  /** Stores the response, or releases the key when it is null. */
+  async function finish (request: FastifyRequest, state: RequestState, response: StoredResponse | null) {
+    const token = state.token as string
+    state.token = null
+    stopRenewal(state)
+
+    try {
+      if (response === null) {
+        if (state.claimed) {
+          await storage.release(state.storageKey, token)
+        }
+        return
+      }
+      const stored = await storeResponse(state, token, response)
+      if (stored) {
+        request.log.debug({ idempotencyKey: state.info.key }, 'idempotency response stored')
+      } else {
+        request.log.warn({ idempotencyKey: state.info.key }, 'idempotency response not stored: the claim was lost')
+      }
+    } catch (err) {
+      // The handler has run, so the client still gets its response.
+      request.log.error({ err, idempotencyKey: state.info.key }, 'idempotency storage failed after the handler ran')
+    }
+  }
+
+  async function storeResponse (state: RequestState, token: string, response: StoredResponse) {
+    const record = { state: 'completed' as const, fingerprint: state.fingerprint, response }
+    if (!state.claimed) {
+      const claim = await storage.claim(state.storageKey, {
+        token,
+        fingerprint: state.fingerprint,
+        lease: settings.lockTtl,
+        takeover: true
+      })
+      if (!claim.claimed) {
+        return false
+      }
+    }
+    return storage.complete(state.storageKey, token, record, settings.ttl)
+  }
+
+  return {
+    onRequest: idempotencyCheckKey,
+    preParsing: idempotencyHashBody,
+    preHandler: idempotencyClaim,
+    onSend: idempotencyStore
+  }
+}
+
+function fingerprintOf (request: FastifyRequest, state: RequestState, enabled: boolean): string {
+  if (!enabled) {
+    return ''
+  }
+  if (state.bodyHash === null) {
+    return fingerprintWithoutBody(request)
+  }
+  return state.bodyHash.digest('base64url')
+}
+
+function hasBody (request: FastifyRequest): boolean {
+  const contentLength = request.headers['content-length']
+  return request.headers['transfer-encoding'] !== undefined ||
+    (contentLength !== undefined && contentLength !== '0')
+}
+
+function storableBody (payload: unknown): string | Buffer | null {
+  if (payload === undefined || payload === null) {
+    return ''
+  }
+  if (typeof payload === 'string' || Buffer.isBuffer(payload)) {
+    return payload
+  }
+  return null
+}
+
+function stopRenewal (state: RequestState) {
+  if (state.renewal !== null) {
+    clearInterval(state.renewal)
+    state.renewal = null
+  }
+}
+
+/**
+ * Runs a storage call that must succeed before the handler may run. Its
+ * failure becomes a 503, which Fastify logs with the storage error as cause.
+ */
+async function callStorage<T> (operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation()
+  } catch (err) {
+    throw new StorageUnavailableError({ cause: err })
+  }
+}
+
+const idempotency: FastifyPluginAsync<IdempotencyOptions> = fp(fastifyIdempotency, {
+  fastify: '5.x',
+  name: 'fastify-idempotency-key'
+})
+
+export default idempotency
+export { idempotency, MemoryStorage, RedisStorage }
+export {
+  InProgressError,
+  InvalidOptionError,
+  KeyInvalidError,
+  KeyMissingError,
+  PayloadMismatchError,
+  StorageUnavailableError
+} from './lib/errors'
+export { storageContract, type StorageContractCase } from './lib/storage-contract'
+export type { MemoryStorageOptions } from './lib/memory-storage'
+export type { RedisStorageOptions } from './lib/redis-storage'
+export type {
+  IdempotencyEncoder,
+  IdempotencyMode,
+  IdempotencyOptions,
+  IdempotencyRouteConfig,
+  IdempotencyRouteOptions
+} from './lib/options'
+export type {
+  ClaimOptions,
+  ClaimResult,
+  CompletedRecord,
+  IdempotencyRecord,
+  IdempotencyStorage,
+  InFlightRecord,
+  StoredResponse
+} from './lib/storage'
+
+// `require()` and Node's ESM `import x from` both return module.exports of a
+// CommonJS package, so it is the plugin itself, with every export attached.
+module.exports = Object.assign(idempotency, module.exports)

@@ -1,0 +1,49 @@
+import type { FastifyReply } from 'fastify'
+import type { StoredResponse } from './storage'
+
+// Hop-by-hop headers (RFC 9110 section 7.6.1) describe one connection, `date`
+// and `set-cookie` must not be repeated to a later client, and the replay
+// computes its own content-length.
+const unstoredHeaders = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'date',
+  'set-cookie',
+  'content-length'
+])
+
+export const replayedHeader = 'idempotent-replayed'
+
+/** Builds the stored form of a response from the payload that onSend sees. */
+export function captureResponse (reply: FastifyReply, body: string | Buffer): StoredResponse {
+  const headers: Record<string, string | string[]> = {}
+  const replyHeaders = reply.getHeaders()
+  for (const name in replyHeaders) {
+    const value = replyHeaders[name]
+    if (value === undefined || unstoredHeaders.has(name)) {
+      continue
+    }
+    headers[name] = Array.isArray(value) ? value.map(String) : String(value)
+  }
+  return { statusCode: reply.statusCode, headers, body }
+}
+
+/** Sends a stored response again, marked with `idempotent-replayed: true`. */
+export function sendReplay (
+  reply: FastifyReply,
+  response: StoredResponse,
+  statusCode: number | null
+): FastifyReply {
+  return reply
+    .code(statusCode ?? response.statusCode)
+    .headers(response.headers)
+    .header(replayedHeader, 'true')
+    .send(response.body)
+}

@@ -1,0 +1,106 @@
+import http from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import t from 'tap'
+import { createApp, listen } from './helpers/app'
+import { eachStorage } from './helpers/storages'
+
+const key = { 'idempotency-key': 'claim-1' }
+
+eachStorage(t, 'disconnect keeps the claim', async (t, storage) => {
+  const app = await createApp(t, { storage })
+  let runs = 0
+  let finished!: () => void
+  const handlerFinished = new Promise<void>((resolve) => { finished = resolve })
+  app.post('/payments', async () => {
+    runs++
+    await sleep(200)
+    finished()
+    return { charged: runs }
+  })
+  const base = new URL(await listen(app))
+
+  const request = http.request({
+    host: base.hostname,
+    port: base.port,
+    method: 'POST',
+    path: '/payments',
+    headers: key
+  })
+  request.on('error', () => {})
+  request.end()
+  await sleep(50)
+  request.destroy()
+
+  await handlerFinished
+  await sleep(20)
+  const retry = await app.inject({ method: 'POST', url: '/payments', headers: key })
+
+  t.equal(runs, 1)
+  t.equal(retry.statusCode, 409)
+  t.same(retry.json(), { charged: 1 })
+})
+
+eachStorage(t, 'claim of a dead owner expires', async (t, storage) => {
+  const encoder = (request: unknown, key: string) => key
+  const app = await createApp(t, { storage, encoder, fingerprint: false, lockTimeout: 0, lockTtl: 100 })
+  let runs = 0
+  app.post('/payments', async () => ({ run: ++runs }))
+
+  // Claim the key as a process that then dies would: it never renews.
+  const claim = await storage.claim('claim-1', {
+    token: 'dead-process',
+    fingerprint: '',
+    lease: 100,
+    takeover: false
+  })
+  t.equal(claim.claimed, true)
+
+  const blocked = await app.inject({ method: 'POST', url: '/payments', headers: key })
+  await sleep(150)
+  const freed = await app.inject({ method: 'POST', url: '/payments', headers: key })
+
+  t.equal(blocked.statusCode, 423)
+  t.equal(freed.statusCode, 200)
+  t.equal(runs, 1)
+})
+
+eachStorage(t, 'slow handler keeps its key', async (t, storage) => {
+  const app = await createApp(t, { storage, lockTimeout: 0, lockTtl: 90 })
+  let runs = 0
+  app.post('/payments', async () => {
+    runs++
+    await sleep(400)
+    return { run: runs }
+  })
+  const base = await listen(app)
+  const send = () => fetch(`${base}/payments`, { method: 'POST', headers: key })
+
+  const original = send()
+  const duplicates = []
+  for (let i = 0; i < 4; i++) {
+    await sleep(80)
+    duplicates.push((await send()).status)
+  }
+
+  t.equal((await original).status, 200)
+  t.same(duplicates, [423, 423, 423, 423])
+  t.equal(runs, 1)
+})
+
+eachStorage(t, 'hijacked reply releases its key', async (t, storage) => {
+  const app = await createApp(t, { storage, lockTtl: 60 })
+  let runs = 0
+  app.post('/raw', async (request, reply) => {
+    runs++
+    reply.hijack()
+    reply.raw.end('raw')
+  })
+
+  const first = await app.inject({ method: 'POST', url: '/raw', headers: key })
+  await sleep(100)
+  const second = await app.inject({ method: 'POST', url: '/raw', headers: key })
+
+  t.equal(first.body, 'raw')
+  t.equal(second.body, 'raw')
+  t.equal(runs, 2)
+})
