@@ -36,7 +36,7 @@ import {
 } from './lib/request-key'
 import type { IdempotencyStorage, StoredResponse } from './lib/storage'
 
-/** What a handler can read about the idempotency key of its request. */
+/** The idempotency key of a request and its stored response, as a handler reads them. */
 export interface RequestIdempotency {
   /** The key the client sent, or null when none was sent or checked. */
   key: string | null
@@ -78,7 +78,7 @@ interface RequestState {
   fingerprint: string
   /** Set while this request still has to store or release its response. */
   token: string | null
-  /** Whether `token` holds a claim in storage, which is so when locking. */
+  /** Whether `token` holds a claim in storage, which it does unless `lock` is off. */
   claimed: boolean
   renewal: NodeJS.Timeout | null
 }

@@ -7,7 +7,7 @@ import type {
 } from './storage'
 
 export interface MemoryStorageOptions {
-  /** Maximum number of keys kept; the least recently used go first. */
+  /** Maximum number of keys kept. The least recently used are evicted first. */
   maxEntries?: number
 }
 
