@@ -153,10 +153,14 @@ function redisClient (fastify: FastifyInstance, namespace: string | undefined) {
   }
   const redis = (fastify as unknown as { redis: Record<string, unknown> }).redis
   const client = namespace === undefined ? redis : redis[namespace]
-  if (client === undefined || client === null) {
-    throw new InvalidOptionError('redisNamespace', `no @fastify/redis client is registered as ${JSON.stringify(namespace)}`)
+  if (typeof (client as { defineCommand?: unknown } | undefined)?.defineCommand === 'function') {
+    return client as ConstructorParameters<typeof RedisStorage>[0]
   }
-  return client as ConstructorParameters<typeof RedisStorage>[0]
+  if (namespace === undefined) {
+    // @fastify/redis decorates only namespaces when every client has one.
+    throw new InvalidOptionError('redisNamespace', 'no default @fastify/redis client is registered: set redisNamespace')
+  }
+  throw new InvalidOptionError('redisNamespace', `no @fastify/redis client is registered as ${JSON.stringify(namespace)}`)
 }
 
 function settingsForRoute (
