@@ -1,4 +1,4 @@
-import { randomUUID, type Hash } from 'node:crypto'
+import { randomUUID } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type {
@@ -10,6 +10,8 @@ import type {
 } from 'fastify'
 import fp from 'fastify-plugin'
 import {
+  AlreadyRegisteredError,
+  EncoderResultError,
   InProgressError,
   InvalidOptionError,
   KeyMissingError,
@@ -32,7 +34,7 @@ import {
   fingerprintWithoutBody,
   hashBody,
   readKey,
-  startFingerprint
+  type HashedBody
 } from './lib/request-key'
 import type { IdempotencyStorage, StoredResponse } from './lib/storage'
 
@@ -74,7 +76,7 @@ interface RouteSettings {
 interface RequestState {
   info: RequestIdempotency
   storageKey: string
-  bodyHash: Hash | null
+  body: HashedBody | null
   fingerprint: string
   /** Set while this request still has to store or release its response. */
   token: string | null
@@ -91,7 +93,8 @@ const noIdempotency: RequestIdempotency = Object.freeze({
   response: null
 })
 
-const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
+// QUERY is the safe method with a body of the HTTP QUERY method draft.
+const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'QUERY'])
 
 // The first wait of a duplicate for its in-flight original, doubled after
 // each poll of the storage until lockTimeout runs out.
@@ -102,6 +105,9 @@ async function fastifyIdempotency (fastify: FastifyInstance, options: Idempotenc
   const storages = createStorageResolver(fastify, resolved)
   const defaultStorage = storages(resolved.redisNamespace)
 
+  if (fastify.hasRequestDecorator(kState)) {
+    throw new AlreadyRegisteredError()
+  }
   fastify.decorateRequest(kState, null)
   fastify.decorateRequest('idempotency', {
     getter (this: FastifyRequest) {
@@ -120,7 +126,9 @@ async function fastifyIdempotency (fastify: FastifyInstance, options: Idempotenc
       route.preParsing = appendHook(route.preParsing, hooks.preParsing)
     }
     route.preHandler = appendHook(route.preHandler, hooks.preHandler)
-    route.onSend = appendHook(route.onSend, hooks.onSend)
+    // Stored before the route's other onSend hooks run, such as compression,
+    // because a replay passes through them again for its own client.
+    route.onSend = prependHook(route.onSend, hooks.onSend)
   })
 }
 
@@ -214,6 +222,13 @@ function appendHook<T> (existing: T | T[] | undefined, hook: T): T[] {
   return Array.isArray(existing) ? [...existing, hook] : [existing, hook]
 }
 
+function prependHook<T> (existing: T | T[] | undefined, hook: T): T[] {
+  if (existing === undefined) {
+    return [hook]
+  }
+  return Array.isArray(existing) ? [hook, ...existing] : [hook, existing]
+}
+
 function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
   const { storage, header } = settings
 
@@ -238,12 +253,12 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
 
     const storageKey = settings.encoder(request, key)
     if (typeof storageKey !== 'string' || storageKey === '') {
-      throw new TypeError('The idempotency encoder must return a non-empty string')
+      throw new EncoderResultError(typeof storageKey === 'string' ? 'an empty string' : typeof storageKey)
     }
     (request as RequestWithState)[kState] = {
       info: { key, exists: false, response: null },
       storageKey,
-      bodyHash: null,
+      body: null,
       fingerprint: '',
       token: null,
       claimed: false,
@@ -256,8 +271,8 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     if (state === null || !hasBody(request)) {
       return body
     }
-    state.bodyHash = startFingerprint(request)
-    return hashBody(body, state.bodyHash)
+    state.body = hashBody(request, body)
+    return state.body.stream
   }
 
   async function idempotencyClaim (request: FastifyRequest, reply: FastifyReply) {
@@ -275,12 +290,7 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     const deadline = Date.now() + settings.lockTimeout
     let delay = firstPollDelay
     for (;;) {
-      const result = await callStorage(() => storage.claim(state.storageKey, {
-        token,
-        fingerprint: state.fingerprint,
-        lease: settings.lockTtl,
-        takeover: settings.mode === 'manual'
-      }))
+      const result = await claimKey(request, state, token)
 
       if (result.claimed) {
         request.log.debug({ idempotencyKey: state.info.key }, 'idempotency key claimed')
@@ -288,7 +298,8 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
         state.claimed = true
         state.info.exists = result.previous !== null
         state.info.response = result.previous?.response ?? null
-        startRenewal(request, reply, state)
+        startRenewal(request, state)
+        releaseWhenHijacked(request, reply, state)
         return
       }
 
@@ -304,6 +315,26 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
       }
       await sleep(Math.min(delay, remaining))
       delay *= 2
+    }
+  }
+
+  async function claimKey (request: FastifyRequest, state: RequestState, token: string) {
+    try {
+      const result = await storage.claim(state.storageKey, {
+        token,
+        fingerprint: state.fingerprint,
+        lease: settings.lockTtl,
+        takeover: settings.mode === 'manual'
+      })
+      if (typeof result?.claimed !== 'boolean' || (!result.claimed && typeof result.record !== 'object')) {
+        throw new TypeError(`storage.claim() returned an invalid result: ${JSON.stringify(result)}`)
+      }
+      return result
+    } catch (err) {
+      // A claim that timed out on the client may still land on the server
+      // later, and nothing else would free it before its lease ends.
+      storage.release(state.storageKey, token).catch(() => {})
+      throw new StorageUnavailableError({ cause: err })
     }
   }
 
@@ -329,6 +360,9 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
 
   function replay (request: FastifyRequest, reply: FastifyReply, state: RequestState, response: StoredResponse) {
     request.log.debug({ idempotencyKey: state.info.key }, 'idempotency key replayed')
+    // A body that the handler would have read as a stream is still
+    // unread, and the connection can only be reused once it is drained.
+    state.body?.discard()
     return sendReplay(reply, response, settings.conflictStatusCode)
   }
 
@@ -341,23 +375,35 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     throw error
   }
 
-  function startRenewal (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
+  function startRenewal (request: FastifyRequest, state: RequestState) {
     const interval = Math.max(1, Math.floor(settings.lockTtl / 3))
     state.renewal = setInterval(() => {
-      renewClaim(request, reply, state).catch(() => {})
+      renewClaim(request, state).catch(() => {})
     }, interval)
     state.renewal.unref()
   }
 
-  async function renewClaim (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
+  /**
+   * Releases the key of a hijacked reply once its response ends, because a
+   * hijacked reply never reaches onSend, so its response cannot be stored.
+   */
+  function releaseWhenHijacked (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
+    reply.raw.once('close', () => {
+      if (state.token !== null && reply.sent) {
+        releaseHijacked(request, state).catch(() => {})
+      }
+    })
+  }
+
+  async function releaseHijacked (request: FastifyRequest, state: RequestState) {
+    request.log.warn({ idempotencyKey: state.info.key }, 'idempotency key released: a hijacked reply cannot be stored')
+    return finish(request, state, null)
+  }
+
+  async function renewClaim (request: FastifyRequest, state: RequestState) {
     const token = state.token
     if (token === null) {
       return
-    }
-    // A hijacked reply never reaches onSend, so its response cannot be stored.
-    if (reply.sent) {
-      request.log.warn({ idempotencyKey: state.info.key }, 'idempotency key released: a hijacked reply cannot be stored')
-      return finish(request, state, null)
     }
     try {
       if (!await storage.renew(state.storageKey, token, settings.lockTtl)) {
@@ -444,10 +490,10 @@ function fingerprintOf (request: FastifyRequest, state: RequestState, enabled: b
   if (!enabled) {
     return ''
   }
-  if (state.bodyHash === null) {
+  if (state.body === null) {
     return fingerprintWithoutBody(request)
   }
-  return state.bodyHash.digest('base64url')
+  return state.body.digest()
 }
 
 function hasBody (request: FastifyRequest): boolean {
@@ -493,6 +539,8 @@ const idempotency: FastifyPluginAsync<IdempotencyOptions> = fp(fastifyIdempotenc
 export default idempotency
 export { idempotency, MemoryStorage, RedisStorage }
 export {
+  AlreadyRegisteredError,
+  EncoderResultError,
   InProgressError,
   InvalidOptionError,
   KeyInvalidError,

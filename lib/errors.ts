@@ -36,3 +36,15 @@ export const InvalidOptionError = createError(
   500,
   TypeError
 )
+
+export const EncoderResultError = createError(
+  'FST_IDEMPOTENCY_ENCODER_INVALID',
+  'The idempotency encoder must return a non-empty string, but returned %s',
+  500
+)
+
+export const AlreadyRegisteredError = createError(
+  'FST_IDEMPOTENCY_ALREADY_REGISTERED',
+  'fastify-idempotency-key is already registered in this context: register it once, before its routes',
+  500
+)

@@ -146,16 +146,19 @@ export class MemoryStorage implements IdempotencyStorage {
   }
 
   /**
-   * Drops the least recently used entry that no handler is waiting on.
+   * Drops least recently used entries until the map fits `maxEntries`.
    * A running claim is never evicted, because that would let a duplicate
-   * run its handler a second time.
+   * run its handler a second time, so a burst of running claims can hold the
+   * map above the bound until they finish.
    */
   private evict (): void {
     const now = Date.now()
     for (const [key, entry] of this.entries) {
+      if (this.entries.size <= this.maxEntries) {
+        return
+      }
       if (recordOf(entry, now)?.state !== 'in-flight') {
         this.entries.delete(key)
-        return
       }
     }
   }

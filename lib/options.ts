@@ -67,6 +67,13 @@ export interface ResolvedOptions {
 }
 
 const modes = ['required', 'exempt', 'manual', 'optional']
+
+// Node's timers take at most 2^31 - 1 ms, and lockTimeout and the lease
+// renewal run on timers.
+const maxTimerDelay = 2 ** 31 - 1
+
+// A replay needs a status that carries a body.
+const bodylessStatuses = [204, 205, 304]
 const routeOptionNames = ['mode', 'ttl', 'storeOnStatuses', 'conflictStatusCode', 'redisNamespace']
 
 const defaults: ResolvedOptions = {
@@ -94,8 +101,9 @@ export function resolveOptions (options: IdempotencyOptions): ResolvedOptions {
   if (typeof options !== 'object' || options === null) {
     throw new InvalidOptionError('options', `expected an object, received ${describe(options)}`)
   }
-  rejectUnknownNames('', options, Object.keys(defaults))
-  const resolved = { ...defaults, ...withoutUndefined(options) }
+  const { prefix, logLevel, logSerializers, ...pluginOptions } = options as Record<string, unknown>
+  rejectUnknownNames('', pluginOptions, Object.keys(defaults))
+  const resolved = { ...defaults, ...withoutUndefined(pluginOptions as IdempotencyOptions) }
 
   checkOneOf('mode', resolved.mode, ['required', 'exempt'])
   if (typeof resolved.header !== 'string' || !headerNamePattern.test(resolved.header)) {
@@ -112,15 +120,15 @@ export function resolveOptions (options: IdempotencyOptions): ResolvedOptions {
   }
   checkConflictStatus('conflictStatusCode', resolved.conflictStatusCode)
   checkBoolean('lock', resolved.lock)
-  checkDuration('lockTimeout', resolved.lockTimeout, 0)
-  checkDuration('lockTtl', resolved.lockTtl, 1)
-  checkStatus('lockedStatusCode', resolved.lockedStatusCode)
+  checkDuration('lockTimeout', resolved.lockTimeout, 0, maxTimerDelay)
+  checkDuration('lockTtl', resolved.lockTtl, 1, maxTimerDelay)
+  checkStatus('lockedStatusCode', resolved.lockedStatusCode, 400)
   checkStatusList('storeOnStatuses', resolved.storeOnStatuses)
   checkDuration('ttl', resolved.ttl, 1)
   checkBoolean('fingerprint', resolved.fingerprint)
 
   if (resolved.redisNamespace !== undefined && resolved.storage !== 'redis') {
-    throw invalid('redisNamespace', resolved.redisNamespace, "used with storage: 'redis'")
+    throw new InvalidOptionError('redisNamespace', "applies only with storage: 'redis'")
   }
   return resolved
 }
@@ -198,21 +206,25 @@ function checkOptionalString (name: string, value: unknown): void {
   }
 }
 
-function checkDuration (name: string, value: unknown, min: number): void {
-  if (!Number.isSafeInteger(value) || (value as number) < min) {
-    throw invalid(name, value, `a whole number of milliseconds, at least ${min}`)
+function checkDuration (name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): void {
+  if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max) {
+    throw invalid(name, value, `a whole number of milliseconds from ${min} to ${max}`)
   }
 }
 
-function checkStatus (name: string, value: unknown): void {
-  if (!Number.isInteger(value) || (value as number) < 100 || (value as number) > 599) {
-    throw invalid(name, value, 'an HTTP status code from 100 to 599')
+function checkStatus (name: string, value: unknown, min = 100): void {
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > 599) {
+    throw invalid(name, value, `an HTTP status code from ${min} to 599`)
   }
 }
 
 function checkConflictStatus (name: string, value: unknown): void {
-  if (value !== null) {
-    checkStatus(name, value)
+  if (value === null) {
+    return
+  }
+  checkStatus(name, value, 200)
+  if (bodylessStatuses.includes(value as number)) {
+    throw invalid(name, value, `a status with a body, not ${bodylessStatuses.join(', ')}`)
   }
 }
 

@@ -35,15 +35,23 @@ export function captureResponse (reply: FastifyReply, body: string | Buffer): St
   return { statusCode: reply.statusCode, headers, body }
 }
 
-/** Sends a stored response again, marked with `idempotent-replayed: true`. */
+/**
+ * Sends a stored response again, marked with `idempotent-replayed: true`.
+ * Headers that this request's own hooks already set, such as CORS headers
+ * or a request id, win over the stored ones.
+ */
 export function sendReplay (
   reply: FastifyReply,
   response: StoredResponse,
   statusCode: number | null
 ): FastifyReply {
+  for (const name in response.headers) {
+    if (!reply.hasHeader(name)) {
+      reply.header(name, response.headers[name])
+    }
+  }
   return reply
     .code(statusCode ?? response.statusCode)
-    .headers(response.headers)
     .header(replayedHeader, 'true')
     .send(response.body)
 }

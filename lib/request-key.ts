@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto'
-import { Transform, pipeline, type Readable } from 'node:stream'
+import { Readable, finished } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
 import { KeyInvalidError } from './errors'
 
@@ -59,17 +59,23 @@ function countHeaderLines (request: FastifyRequest, header: string): number {
 }
 
 /**
- * Hashes method, path, `authorization` header and key, so one key sent to two
+ * Hashes method, route, route parameters, `authorization` header and key.
+ * The route pattern and the decoded parameters name the operation, so
+ * `/orders` and `/%6Frders` are one operation, while one key sent to two
  * routes, or by two callers, names two separate operations.
  */
 export function defaultEncoder (request: FastifyRequest, key: string): string {
-  const authorization = request.headers.authorization ?? ''
-  return createHash('sha256')
+  const hash = createHash('sha256')
     .update(request.method)
     .update('\0')
-    .update(pathOf(request.url))
+    .update(request.routeOptions.url ?? pathOf(request.url))
+  const params = request.params as Record<string, string> | undefined
+  for (const name in params) {
+    hash.update('\0').update(name).update('=').update(params[name] as string)
+  }
+  return hash
     .update('\0')
-    .update(authorization)
+    .update(request.headers.authorization ?? '')
     .update('\0')
     .update(key)
     .digest('base64url')
@@ -85,8 +91,7 @@ function queryOf (url: string): string {
   return queryStart === -1 ? '' : url.slice(queryStart + 1)
 }
 
-/** Starts the fingerprint of a request: its query string, then its body. */
-export function startFingerprint (request: FastifyRequest): Hash {
+function startFingerprint (request: FastifyRequest): Hash {
   return createHash('sha256').update(queryOf(request.url)).update('\0')
 }
 
@@ -95,19 +100,77 @@ export function fingerprintWithoutBody (request: FastifyRequest): string {
   return startFingerprint(request).digest('base64url')
 }
 
+/** A request body on its way to the parser, and the hash of its bytes. */
+export interface HashedBody {
+  stream: Readable
+  /**
+   * Returns the fingerprint of query string and body, or, when the body is
+   * still streaming, of the query string alone. Chunks that arrive later
+   * are passed on but no longer hashed.
+   */
+  digest (): string
+  /** Reads and drops the rest of a body that no parser read. */
+  discard (): void
+}
+
 /**
- * Returns a stream that passes the body through unchanged and adds each
- * chunk to `hash`, so the fingerprint covers the exact bytes received
- * before any parser sees them.
+ * Passes the body through unchanged and hashes each chunk, so the
+ * fingerprint covers the exact bytes received before any parser sees them.
+ *
+ * The body is read only when the parser reads the returned stream, because
+ * some parsers, such as @fastify/multipart, leave that stream alone and read
+ * `request.raw` themselves later. A parser that reads the whole body (JSON,
+ * forms, `parseAs`) is done before the key is claimed. A body that the
+ * handler reads as a stream is not, and waiting for it would mean buffering
+ * it all, so its fingerprint leaves the body out.
  */
-export function hashBody (body: Readable, hash: Hash): Readable {
-  const hashing = new Transform({
-    transform (chunk: Buffer, _encoding, callback) {
-      hash.update(chunk)
-      callback(null, chunk)
+export function hashBody (request: FastifyRequest, body: Readable): HashedBody {
+  const hash = startFingerprint(request)
+  let reading = false
+  let received = false
+  let digested = false
+
+  const stream = new Readable({
+    read () {
+      if (!reading) {
+        reading = true
+        startReading()
+      }
+      body.resume()
     }
   })
-  // pipeline() forwards an aborted upload's error to the body parser.
-  pipeline(body, hashing, () => {})
-  return hashing
+
+  function startReading () {
+    body.on('data', (chunk: Buffer) => {
+      if (!digested) {
+        hash.update(chunk)
+      }
+      if (!stream.push(chunk)) {
+        body.pause()
+      }
+    })
+    // finished() also reports an upload that the client aborted midway.
+    finished(body, (err) => {
+      if (err) {
+        stream.destroy(err)
+        return
+      }
+      received = true
+      stream.push(null)
+    })
+  }
+
+  function digest (): string {
+    digested = true
+    if (!received) {
+      return startFingerprint(request).update('streamed body').digest('base64url')
+    }
+    return hash.digest('base64url')
+  }
+  function discard () {
+    if (!reading) {
+      body.resume()
+    }
+  }
+  return { stream, digest, discard }
 }

@@ -19,7 +19,7 @@ export interface StorageContractCase {
 /**
  * Returns the cases that every `IdempotencyStorage` must pass, for any test
  * runner. Each case uses its own random keys, so all cases may share one
- * storage, also in parallel. Expiry cases use leases of 50 to 300 ms and
+ * storage, also in parallel. Expiry cases use leases of 50 to 800 ms and
  * real sleeps, so they need a storage whose clock runs in real time.
  */
 export function storageContract (): StorageContractCase[] {
@@ -349,16 +349,16 @@ const expiryCases: StorageContractCase[] = [
     name: 'renew extends a lease',
     async run (storage) {
       const key = uniqueKey()
-      const options = claimOptions({ lease: 100 })
+      const options = claimOptions({ lease: 300 })
       await storage.claim(key, options)
       await sleep(50)
 
-      assert.equal(await storage.renew(key, options.token, 300), true)
+      assert.equal(await storage.renew(key, options.token, 800), true)
       // Past the first lease but well within the renewed one.
-      await sleep(150)
+      await sleep(400)
       assertInFlight(await storage.get(key), options.fingerprint)
 
-      await sleep(300)
+      await sleep(600)
       assert.equal(await storage.get(key), null)
     }
   },

@@ -65,11 +65,11 @@ eachStorage(t, 'claim of a dead owner expires', async (t, storage) => {
 })
 
 eachStorage(t, 'slow handler keeps its key', async (t, storage) => {
-  const app = await createApp(t, { storage, lockTimeout: 0, lockTtl: 90 })
+  const app = await createApp(t, { storage, lockTimeout: 0, lockTtl: 300 })
   let runs = 0
   app.post('/payments', async () => {
     runs++
-    await sleep(400)
+    await sleep(1300)
     return { run: runs }
   })
   const base = await listen(app)
@@ -77,8 +77,9 @@ eachStorage(t, 'slow handler keeps its key', async (t, storage) => {
 
   const original = send()
   const duplicates = []
+  // Each duplicate arrives after the first lease of 300 ms would have ended.
   for (let i = 0; i < 4; i++) {
-    await sleep(80)
+    await sleep(250)
     duplicates.push((await send()).status)
   }
 
@@ -88,7 +89,7 @@ eachStorage(t, 'slow handler keeps its key', async (t, storage) => {
 })
 
 eachStorage(t, 'hijacked reply releases its key', async (t, storage) => {
-  const app = await createApp(t, { storage, lockTtl: 60 })
+  const app = await createApp(t, { storage })
   let runs = 0
   app.post('/raw', async (request, reply) => {
     runs++
@@ -97,7 +98,7 @@ eachStorage(t, 'hijacked reply releases its key', async (t, storage) => {
   })
 
   const first = await app.inject({ method: 'POST', url: '/raw', headers: key })
-  await sleep(100)
+  await sleep(20)
   const second = await app.inject({ method: 'POST', url: '/raw', headers: key })
 
   t.equal(first.body, 'raw')

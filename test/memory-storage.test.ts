@@ -60,3 +60,22 @@ t.test('expired entries are dropped on read', async (t) => {
 t.test('rejects a bad maxEntries', async (t) => {
   t.throws(() => new MemoryStorage({ maxEntries: 0 }), /maxEntries: 0/)
 })
+
+t.test('shrinks back after a burst', async (t) => {
+  const storage = new MemoryStorage({ maxEntries: 10 })
+  const tokens: string[] = []
+  for (let i = 0; i < 50; i++) {
+    const token = `running-${i}`
+    tokens.push(token)
+    await storage.claim(token, { token, fingerprint: 'f', lease: 10_000, takeover: false })
+  }
+  t.equal(storage.size, 50)
+
+  for (const token of tokens) {
+    await storage.complete(token, token, { state: 'completed', fingerprint: 'f', response }, 60_000)
+  }
+  await store(storage, 'after-burst')
+
+  t.equal(storage.size, 10)
+  t.not(await storage.get('after-burst'), null)
+})

@@ -23,7 +23,13 @@ const invalidOptions: Array<[string, unknown, RegExp]> = [
   ['storeOnStatuses', [200, 'ok'], /storeOnStatuses.*"ok"/],
   ['ttl', Infinity, /ttl.*Infinity/],
   ['fingerprint', 1, /fingerprint.*1/],
-  ['lockTimout', 100, /lockTimout.*unknown option/]
+  ['lockTimout', 100, /lockTimout.*unknown option/],
+  ['conflictStatusCode', 204, /conflictStatusCode.*a status with a body.*204/],
+  ['conflictStatusCode', 304, /conflictStatusCode.*304/],
+  ['conflictStatusCode', 101, /conflictStatusCode.*from 200 to 599.*101/],
+  ['lockedStatusCode', 200, /lockedStatusCode.*from 400 to 599.*200/],
+  ['lockTtl', 1e14, /lockTtl.*to 2147483647.*100000000000000/],
+  ['lockTimeout', 2 ** 31, /lockTimeout.*2147483648/]
 ]
 
 for (const [name, value, message] of invalidOptions) {
@@ -99,10 +105,34 @@ t.test('plugin registers twice in scopes', async (t) => {
 })
 
 t.test('bad encoder result fails the request', async (t) => {
-  const app = await createApp(t, { encoder: () => '' })
+  for (const encoder of [() => '', () => undefined as unknown as string]) {
+    const app = await createApp(t, { encoder })
+    app.post('/orders', async () => ({ ok: true }))
+
+    const response = await app.inject({ method: 'POST', url: '/orders', headers: { 'idempotency-key': 'a' } })
+
+    t.equal(response.statusCode, 500)
+    t.equal(response.json().code, 'FST_IDEMPOTENCY_ENCODER_INVALID')
+  }
+})
+
+t.test('Fastify register options accepted', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(idempotency, { prefix: '/api', logLevel: 'warn' } as IdempotencyOptions)
   app.post('/orders', async () => ({ ok: true }))
 
-  const response = await app.inject({ method: 'POST', url: '/orders', headers: { 'idempotency-key': 'a' } })
+  const response = await app.inject({ method: 'POST', url: '/orders' })
 
-  t.equal(response.statusCode, 500)
+  t.equal(response.statusCode, 400)
+})
+
+t.test('second registration in one context fails', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(idempotency)
+
+  const error = await app.register(idempotency).then(() => null, (err: Error) => err)
+
+  t.match(error, { code: 'FST_IDEMPOTENCY_ALREADY_REGISTERED', message: /already registered/ })
 })

@@ -46,6 +46,41 @@ t.test('storage down gets 503', async (t) => {
   t.match(errors[0]?.err?.message, /ECONNREFUSED/)
 })
 
+t.test('timed out claim is released', async (t) => {
+  const memory = new MemoryStorage()
+  const storage = brokenStorage([])
+  // The claim lands in storage, but the client gives up on it, as an
+  // ioredis commandTimeout does while Redis is paused.
+  storage.claim = async (key, options) => {
+    await memory.claim(key, options)
+    throw new Error('Command timed out')
+  }
+  storage.release = memory.release.bind(memory)
+  storage.get = memory.get.bind(memory)
+  const app = await createApp(t, { storage, encoder: (request, key) => key })
+  app.post('/payments', async () => ({ ok: true }))
+
+  const response = await app.inject({ method: 'POST', url: '/payments', headers: key })
+  await new Promise((resolve) => setImmediate(resolve))
+
+  t.equal(response.statusCode, 503)
+  t.equal(await memory.get('down-1'), null)
+})
+
+t.test('malformed claim result gets 503', async (t) => {
+  const storage = brokenStorage([])
+  storage.claim = async () => undefined as never
+  const app = await createApp(t, { storage })
+  let runs = 0
+  app.post('/payments', async () => ({ run: ++runs }))
+
+  const response = await app.inject({ method: 'POST', url: '/payments', headers: key })
+
+  t.equal(response.statusCode, 503)
+  t.equal(response.json().code, 'FST_IDEMPOTENCY_STORAGE_UNAVAILABLE')
+  t.equal(runs, 0)
+})
+
 t.test('storage down without lock gets 503', async (t) => {
   const app = await createApp(t, { storage: brokenStorage(['get']), lock: false })
   let runs = 0
