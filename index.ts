@@ -30,7 +30,7 @@ import {
 import { RedisStorage } from './lib/redis-storage'
 import { captureResponse, sendReplay } from './lib/replay'
 import {
-  defaultEncoder,
+  createDefaultEncoder,
   fingerprintWithoutBody,
   hashBody,
   readKey,
@@ -197,7 +197,7 @@ function settingsForRoute (
     mode,
     header: options.header,
     storage,
-    encoder: options.encoder ?? defaultEncoder,
+    encoder: options.encoder ?? createDefaultEncoder(routeIdentity(route)),
     conflictStatusCode: config?.conflictStatusCode !== undefined
       ? config.conflictStatusCode
       : options.conflictStatusCode,
@@ -209,6 +209,12 @@ function settingsForRoute (
     ttl: config?.ttl ?? options.ttl,
     fingerprint: options.fingerprint
   }
+}
+
+/** Returns the URL pattern and constraints that tell one route from another. */
+function routeIdentity (route: RouteOptions): string {
+  const constraints = route.constraints === undefined ? '' : JSON.stringify(route.constraints)
+  return `${route.url}\0${constraints}`
 }
 
 function isMixedMethod (route: RouteOptions): boolean {
@@ -272,7 +278,7 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
       return body
     }
     state.body = hashBody(request, body)
-    return state.body.stream
+    return body
   }
 
   async function idempotencyClaim (request: FastifyRequest, reply: FastifyReply) {
@@ -298,7 +304,7 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
         state.claimed = true
         state.info.exists = result.previous !== null
         state.info.response = result.previous?.response ?? null
-        startRenewal(request, state)
+        startRenewal(request, reply, state)
         releaseWhenHijacked(request, reply, state)
         return
       }
@@ -375,34 +381,53 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     throw error
   }
 
-  function startRenewal (request: FastifyRequest, state: RequestState) {
+  function startRenewal (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
     const interval = Math.max(1, Math.floor(settings.lockTtl / 3))
     state.renewal = setInterval(() => {
-      renewClaim(request, state).catch(() => {})
+      renewClaim(request, reply, state).catch(() => {})
     }, interval)
     state.renewal.unref()
   }
 
   /**
-   * Releases the key of a hijacked reply once its response ends, because a
-   * hijacked reply never reaches onSend, so its response cannot be stored.
+   * Watches for a hijacked reply, which never reaches onSend, so its response
+   * cannot be stored. Its key is released once the handler ends the response.
    */
   function releaseWhenHijacked (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
     reply.raw.once('close', () => {
-      if (state.token !== null && reply.sent) {
-        releaseHijacked(request, state).catch(() => {})
-      }
+      checkHijacked(request, reply, state)
     })
   }
 
-  async function releaseHijacked (request: FastifyRequest, state: RequestState) {
-    request.log.warn({ idempotencyKey: state.info.key }, 'idempotency key released: a hijacked reply cannot be stored')
-    return finish(request, state, null)
+  /**
+   * Returns whether a hijacked reply needs no more renewals. A reply counts
+   * as hijacked when it was sent without passing through onSend, which would
+   * have cleared `state.token`.
+   */
+  function checkHijacked (request: FastifyRequest, reply: FastifyReply, state: RequestState): boolean {
+    if (state.token === null || !reply.sent) {
+      return false
+    }
+    const logContext = { idempotencyKey: state.info.key }
+    // end() means the handler wrote all it will, even if the client left.
+    if (reply.raw.writableEnded) {
+      request.log.warn(logContext, 'idempotency key released: a hijacked reply cannot be stored')
+      finish(request, state, null).catch(() => {})
+      return true
+    }
+    if (reply.raw.destroyed) {
+      // The hijacked handler may still be running, and nothing tells when it
+      // ends, so the claim is left to expire after lockTtl.
+      request.log.warn(logContext, 'idempotency claim left to expire: a hijacked reply lost its connection')
+      stopRenewal(state)
+      return true
+    }
+    return false
   }
 
-  async function renewClaim (request: FastifyRequest, state: RequestState) {
+  async function renewClaim (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
     const token = state.token
-    if (token === null) {
+    if (token === null || checkHijacked(request, reply, state)) {
       return
     }
     try {

@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto'
-import { Readable, finished } from 'node:stream'
+import type { Readable } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
 import { KeyInvalidError } from './errors'
 
@@ -59,31 +59,26 @@ function countHeaderLines (request: FastifyRequest, header: string): number {
 }
 
 /**
- * Hashes method, route, route parameters, `authorization` header and key.
- * The route pattern and the decoded parameters name the operation, so
- * `/orders` and `/%6Frders` are one operation, while one key sent to two
- * routes, or by two callers, names two separate operations.
+ * Returns the default encoder for one route. It hashes method, route,
+ * route parameters, `authorization` header and key. The route pattern, its
+ * constraints and the decoded parameters name the operation, so `/orders`
+ * and `/%6Frders` are one operation, while one key sent to two routes, or by
+ * two callers, names two separate operations.
  */
-export function defaultEncoder (request: FastifyRequest, key: string): string {
-  const hash = createHash('sha256')
-    .update(request.method)
-    .update('\0')
-    .update(request.routeOptions.url ?? pathOf(request.url))
-  const params = request.params as Record<string, string> | undefined
-  for (const name in params) {
-    hash.update('\0').update(name).update('=').update(params[name] as string)
+export function createDefaultEncoder (routeId: string) {
+  return function defaultEncoder (request: FastifyRequest, key: string): string {
+    return createHash('sha256')
+      .update(request.method)
+      .update('\0')
+      .update(routeId)
+      .update('\0')
+      .update(JSON.stringify(request.params ?? null))
+      .update('\0')
+      .update(request.headers.authorization ?? '')
+      .update('\0')
+      .update(key)
+      .digest('base64url')
   }
-  return hash
-    .update('\0')
-    .update(request.headers.authorization ?? '')
-    .update('\0')
-    .update(key)
-    .digest('base64url')
-}
-
-function pathOf (url: string): string {
-  const queryStart = url.indexOf('?')
-  return queryStart === -1 ? url : url.slice(0, queryStart)
 }
 
 function queryOf (url: string): string {
@@ -100,65 +95,44 @@ export function fingerprintWithoutBody (request: FastifyRequest): string {
   return startFingerprint(request).digest('base64url')
 }
 
-/** A request body on its way to the parser, and the hash of its bytes. */
+/** The hash of a request body, taken as its bytes are read. */
 export interface HashedBody {
-  stream: Readable
   /**
    * Returns the fingerprint of query string and body, or, when the body is
-   * still streaming, of the query string alone. Chunks that arrive later
-   * are passed on but no longer hashed.
+   * still streaming, of the query string alone. Chunks read later are no
+   * longer hashed.
    */
   digest (): string
-  /** Reads and drops the rest of a body that no parser read. */
+  /** Reads and drops the rest of a body that nothing read. */
   discard (): void
 }
 
 /**
- * Passes the body through unchanged and hashes each chunk, so the
- * fingerprint covers the exact bytes received before any parser sees them.
+ * Hashes each chunk of the body as it is read, so the fingerprint covers the
+ * exact bytes received before any parser sees them.
  *
- * The body is read only when the parser reads the returned stream, because
- * some parsers, such as @fastify/multipart, leave that stream alone and read
- * `request.raw` themselves later. A parser that reads the whole body (JSON,
- * forms, `parseAs`) is done before the key is claimed. A body that the
- * handler reads as a stream is not, and waiting for it would mean buffering
- * it all, so its fingerprint leaves the body out.
+ * The hash watches the stream's `data` events rather than wrapping it,
+ * because some parsers, such as @fastify/multipart, read `request.raw`
+ * directly, and Fastify checks `content-length` against the stream it
+ * passed to preParsing. A parser that reads the whole body (JSON, forms,
+ * `parseAs`, multipart fields) is done before the key is claimed. A body
+ * that the handler reads as a stream is not, and waiting for it would mean
+ * buffering it all, so its fingerprint leaves the body out.
  */
 export function hashBody (request: FastifyRequest, body: Readable): HashedBody {
   const hash = startFingerprint(request)
-  let reading = false
   let received = false
   let digested = false
 
-  const stream = new Readable({
-    read () {
-      if (!reading) {
-        reading = true
-        startReading()
-      }
-      body.resume()
-    }
-  })
-
-  function startReading () {
-    body.on('data', (chunk: Buffer) => {
-      if (!digested) {
-        hash.update(chunk)
-      }
-      if (!stream.push(chunk)) {
-        body.pause()
-      }
-    })
-    // finished() also reports an upload that the client aborted midway.
-    finished(body, (err) => {
-      if (err) {
-        stream.destroy(err)
-        return
-      }
+  const emit = body.emit
+  body.emit = function emitAndHash (this: Readable, event: string | symbol, ...args: unknown[]) {
+    if (event === 'data' && !digested) {
+      hash.update(args[0] as Buffer)
+    } else if (event === 'end') {
       received = true
-      stream.push(null)
-    })
-  }
+    }
+    return emit.call(this, event, ...args)
+  } as Readable['emit']
 
   function digest (): string {
     digested = true
@@ -167,10 +141,11 @@ export function hashBody (request: FastifyRequest, body: Readable): HashedBody {
     }
     return hash.digest('base64url')
   }
+
   function discard () {
-    if (!reading) {
+    if (!received && body.readableFlowing !== true) {
       body.resume()
     }
   }
-  return { stream, digest, discard }
+  return { digest, discard }
 }

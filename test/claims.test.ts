@@ -105,3 +105,66 @@ eachStorage(t, 'hijacked reply releases its key', async (t, storage) => {
   t.equal(second.body, 'raw')
   t.equal(runs, 2)
 })
+
+/** Sends a POST and destroys the connection after `delay` ms. */
+async function postAndDisconnect (base: URL, path: string, delay: number) {
+  const request = http.request({
+    host: base.hostname,
+    port: base.port,
+    method: 'POST',
+    path,
+    headers: key
+  })
+  request.on('error', () => {})
+  request.end()
+  await sleep(delay)
+  request.destroy()
+}
+
+eachStorage(t, 'hijack after disconnect frees key', async (t, storage) => {
+  const app = await createApp(t, { storage, lockTimeout: 0, lockTtl: 300 })
+  let runs = 0
+  app.post('/raw', async (request, reply) => {
+    runs++
+    await sleep(150)
+    reply.hijack()
+    reply.raw.end('raw')
+  })
+  const base = new URL(await listen(app))
+
+  await postAndDisconnect(base, '/raw', 50)
+  // The handler ended its hijacked reply at 150 ms, and a renewal tick
+  // (every 100 ms) sees it; the lease alone would last until 450 ms.
+  await sleep(300)
+  const retry = await fetch(`${base.origin}/raw`, { method: 'POST', headers: key })
+
+  t.equal(retry.status, 200)
+  t.equal(await retry.text(), 'raw')
+  t.equal(runs, 2)
+})
+
+eachStorage(t, 'running hijack keeps key a lease', async (t, storage) => {
+  const app = await createApp(t, { storage, lockTimeout: 0, lockTtl: 300 })
+  let runs = 0
+  app.post('/raw', async (request, reply) => {
+    runs++
+    reply.hijack()
+    reply.raw.writeHead(200)
+    reply.raw.write('started\n')
+    await sleep(1500)
+    reply.raw.end('done')
+  })
+  const base = new URL(await listen(app))
+
+  await postAndDisconnect(base, '/raw', 50)
+  const during = await fetch(`${base.origin}/raw`, { method: 'POST', headers: key })
+  // Renewals stop when the hijacked reply loses its connection, so the
+  // claim ends within one lease even though the handler still runs.
+  await sleep(600)
+  const after = await fetch(`${base.origin}/raw`, { method: 'POST', headers: key })
+
+  t.equal(during.status, 423)
+  t.equal(after.status, 200)
+  t.equal(await after.text(), 'started\ndone')
+  t.equal(runs, 2)
+})

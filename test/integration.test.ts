@@ -1,4 +1,4 @@
-import { gunzipSync } from 'node:zlib'
+import { gunzipSync, gzipSync } from 'node:zlib'
 import fastifyCompress from '@fastify/compress'
 import fastifyMultipart from '@fastify/multipart'
 import Fastify from 'fastify'
@@ -42,6 +42,79 @@ eachStorage(t, 'multipart read as a stream', async (t, storage) => {
   t.equal(retry.status, 409)
   t.same(await retry.json(), { size: 5 })
   t.equal(runs, 1)
+})
+
+eachStorage(t, 'multipart fields fingerprinted', async (t, storage) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyMultipart, { attachFieldsToBody: 'keyValues' })
+  await app.register(idempotency, { storage })
+  let runs = 0
+  app.post('/payments', async (request, reply) => {
+    runs++
+    return reply.code(201).send({ amount: (request.body as { amount: string }).amount })
+  })
+  const pay = (amount: string) => {
+    const boundary = 'fields42'
+    const payload = `--${boundary}\r\nContent-Disposition: form-data; name="amount"\r\n\r\n${amount}\r\n--${boundary}--\r\n`
+    return app.inject({
+      method: 'POST',
+      url: '/payments',
+      headers: { ...key, 'content-type': `multipart/form-data; boundary=${boundary}` },
+      payload
+    })
+  }
+
+  const first = await pay('10')
+  const changed = await pay('9999')
+  const retry = await pay('10')
+
+  t.equal(first.statusCode, 201)
+  t.equal(changed.statusCode, 422)
+  t.equal(retry.statusCode, 409)
+  t.same(retry.json(), { amount: '10' })
+  t.equal(runs, 1)
+})
+
+eachStorage(t, 'gzip request body with length', async (t, storage) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyCompress)
+  await app.register(idempotency, { storage })
+  let runs = 0
+  app.post('/orders', async (request, reply) => {
+    runs++
+    return reply.code(201).send(request.body)
+  })
+  const send = (amount: number) => app.inject({
+    method: 'POST',
+    url: '/orders',
+    headers: { ...key, 'content-type': 'application/json', 'content-encoding': 'gzip' },
+    payload: gzipSync(JSON.stringify({ amount }))
+  })
+
+  const first = await send(10)
+  const retry = await send(10)
+  const changed = await send(11)
+
+  t.equal(first.statusCode, 201)
+  t.same(first.json(), { amount: 10 })
+  t.equal(retry.statusCode, 409)
+  t.equal(changed.statusCode, 422)
+  t.equal(runs, 1)
+})
+
+eachStorage(t, 'routes apart by constraint', async (t, storage) => {
+  const app = await createApp(t, { storage })
+  app.post('/orders', { constraints: { version: '1.0.0' } }, async () => ({ version: 1 }))
+  app.post('/orders', { constraints: { version: '2.0.0' } }, async () => ({ version: 2 }))
+
+  const v1 = await app.inject({ method: 'POST', url: '/orders', headers: { ...key, 'accept-version': '1.0.0' } })
+  const v2 = await app.inject({ method: 'POST', url: '/orders', headers: { ...key, 'accept-version': '2.0.0' } })
+
+  t.equal(v1.statusCode, 200)
+  t.equal(v2.statusCode, 200)
+  t.same(v2.json(), { version: 2 })
 })
 
 eachStorage(t, 'pass-through body parser', async (t, storage) => {
