@@ -242,24 +242,34 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     return (request as RequestWithState)[kState]
   }
 
-  async function idempotencyCheckKey (request: FastifyRequest) {
+  // onRequest and preParsing take callbacks, because they never wait, and a
+  // promise per request would cost more than the work they do.
+  function idempotencyCheckKey (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) {
+    let error: Error | null
+    try {
+      error = startRequest(request)
+    } catch (err) {
+      error = err as Error
+    }
+    done(error ?? undefined)
+  }
+
+  /** Reads the key and sets up the request's state, or returns why not. */
+  function startRequest (request: FastifyRequest): Error | null {
     if (mixedMethods && safeMethods.has(request.method)) {
-      return
+      return null
     }
     const key = readKey(request, header)
     if (key instanceof Error) {
-      throw key
+      return key
     }
     if (key === null) {
-      if (settings.mode === 'optional') {
-        return
-      }
-      throw new KeyMissingError(header)
+      return settings.mode === 'optional' ? null : new KeyMissingError(header)
     }
 
     const storageKey = settings.encoder(request, key)
     if (typeof storageKey !== 'string' || storageKey === '') {
-      throw new EncoderResultError(typeof storageKey === 'string' ? 'an empty string' : typeof storageKey)
+      return new EncoderResultError(typeof storageKey === 'string' ? 'an empty string' : typeof storageKey)
     }
     (request as RequestWithState)[kState] = {
       info: { key, exists: false, response: null },
@@ -270,15 +280,20 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
       claimed: false,
       renewal: null
     }
+    return null
   }
 
-  async function idempotencyHashBody (request: FastifyRequest, _reply: FastifyReply, body: Readable) {
+  function idempotencyHashBody (
+    request: FastifyRequest,
+    _reply: FastifyReply,
+    body: Readable,
+    done: (err: Error | null, body: Readable) => void
+  ) {
     const state = stateOf(request)
-    if (state === null || !hasBody(request)) {
-      return body
+    if (state !== null && hasBody(request)) {
+      state.body = hashBody(request, body)
     }
-    state.body = hashBody(request, body)
-    return body
+    done(null, body)
   }
 
   async function idempotencyClaim (request: FastifyRequest, reply: FastifyReply) {

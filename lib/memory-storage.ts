@@ -34,6 +34,7 @@ const defaultMaxEntries = 10_000
 export class MemoryStorage implements IdempotencyStorage {
   readonly maxEntries: number
   private readonly entries = new Map<string, Entry>()
+  private evictionCursor: Iterator<[string, Entry]> | null = null
 
   constructor (options: MemoryStorageOptions = {}) {
     const maxEntries = options.maxEntries ?? defaultMaxEntries
@@ -150,13 +151,26 @@ export class MemoryStorage implements IdempotencyStorage {
    * A running claim is never evicted, because that would let a duplicate
    * run its handler a second time, so a burst of running claims can hold the
    * map above the bound until they finish.
+   *
+   * The scan resumes where the last one stopped. A Map keeps the slots of
+   * deleted keys until it rehashes, and a scan from the start would step over
+   * every key evicted since then, which made each eviction cost O(maxEntries).
    */
   private evict (): void {
     const now = Date.now()
-    for (const [key, entry] of this.entries) {
-      if (this.entries.size <= this.maxEntries) {
+    // Each entry is visited at most once, so a map of running claims ends it.
+    let unvisited = this.entries.size
+    while (this.entries.size > this.maxEntries && unvisited > 0) {
+      let next = this.evictionCursor?.next()
+      if (next === undefined || next.done === true) {
+        this.evictionCursor = this.entries.entries()
+        next = this.evictionCursor.next()
+      }
+      if (next.done === true) {
         return
       }
+      unvisited--
+      const [key, entry] = next.value
       if (recordOf(entry, now)?.state !== 'in-flight') {
         this.entries.delete(key)
       }

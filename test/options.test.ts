@@ -116,6 +116,20 @@ t.test('bad encoder result fails the request', async (t) => {
   }
 })
 
+t.test('throwing encoder fails the request', async (t) => {
+  const app = await createApp(t, {
+    encoder: () => { throw new Error('no user on this request') }
+  })
+  let runs = 0
+  app.post('/orders', async () => ({ run: ++runs }))
+
+  const response = await app.inject({ method: 'POST', url: '/orders', headers: { 'idempotency-key': 'a' } })
+
+  t.equal(response.statusCode, 500)
+  t.equal(response.json().message, 'no user on this request')
+  t.equal(runs, 0)
+})
+
 t.test('Fastify register options accepted', async (t) => {
   const app = Fastify()
   t.teardown(() => app.close())
