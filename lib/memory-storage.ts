@@ -18,9 +18,13 @@ interface Claim {
 }
 
 interface Entry {
+  key: string
   claim: Claim | null
   completed: CompletedRecord | null
   completedEnd: number
+  /** Neighbours in the recency list, which runs from oldest to newest. */
+  older: Entry | null
+  newer: Entry | null
 }
 
 const defaultMaxEntries = 10_000
@@ -30,11 +34,17 @@ const defaultMaxEntries = 10_000
  * when they are read, so no timer runs per key, and the map never grows
  * past `maxEntries`: the least recently used keys are evicted first, except
  * keys whose handler is still running.
+ *
+ * Recency is a linked list through the entries. Evicting by iterating the
+ * Map from its oldest key costs time in proportion to the keys deleted
+ * before it, because V8 leaves a hole per deleted key until the table is
+ * rebuilt, and every eviction and every touch deletes one.
  */
 export class MemoryStorage implements IdempotencyStorage {
   readonly maxEntries: number
   private readonly entries = new Map<string, Entry>()
-  private evictionCursor: Iterator<[string, Entry]> | null = null
+  private oldest: Entry | null = null
+  private newest: Entry | null = null
 
   constructor (options: MemoryStorageOptions = {}) {
     const maxEntries = options.maxEntries ?? defaultMaxEntries
@@ -70,7 +80,7 @@ export class MemoryStorage implements IdempotencyStorage {
       return { claimed: true, previous: record }
     }
 
-    this.insert(key, { claim, completed: null, completedEnd: 0 })
+    this.insert({ key, claim, completed: null, completedEnd: 0, older: null, newer: null })
     return { claimed: true, previous: null }
   }
 
@@ -110,7 +120,7 @@ export class MemoryStorage implements IdempotencyStorage {
     }
     entry.claim = null
     if (entry.completedEnd <= now) {
-      this.entries.delete(key)
+      this.remove(entry)
     }
     return true
   }
@@ -131,16 +141,20 @@ export class MemoryStorage implements IdempotencyStorage {
     if (entry === undefined) {
       return null
     }
-    this.entries.delete(key)
     if (recordOf(entry, now) === null) {
+      this.remove(entry)
       return null
     }
-    this.entries.set(key, entry)
+    if (entry !== this.newest) {
+      this.unlink(entry)
+      this.append(entry)
+    }
     return entry
   }
 
-  private insert (key: string, entry: Entry): void {
-    this.entries.set(key, entry)
+  private insert (entry: Entry): void {
+    this.entries.set(entry.key, entry)
+    this.append(entry)
     if (this.entries.size > this.maxEntries) {
       this.evict()
     }
@@ -151,30 +165,48 @@ export class MemoryStorage implements IdempotencyStorage {
    * A running claim is never evicted, because that would let a duplicate
    * run its handler a second time, so a burst of running claims can hold the
    * map above the bound until they finish.
-   *
-   * The scan resumes where the last one stopped. A Map keeps the slots of
-   * deleted keys until it rehashes, and a scan from the start would step over
-   * every key evicted since then, which made each eviction cost O(maxEntries).
    */
   private evict (): void {
     const now = Date.now()
-    // Each entry is visited at most once, so a map of running claims ends it.
-    let unvisited = this.entries.size
-    while (this.entries.size > this.maxEntries && unvisited > 0) {
-      let next = this.evictionCursor?.next()
-      if (next === undefined || next.done === true) {
-        this.evictionCursor = this.entries.entries()
-        next = this.evictionCursor.next()
+    let entry = this.oldest
+    while (entry !== null && this.entries.size > this.maxEntries) {
+      const newer = entry.newer
+      if (entry.claim === null || entry.claim.leaseEnd <= now) {
+        this.remove(entry)
       }
-      if (next.done === true) {
-        return
-      }
-      unvisited--
-      const [key, entry] = next.value
-      if (recordOf(entry, now)?.state !== 'in-flight') {
-        this.entries.delete(key)
-      }
+      entry = newer
     }
+  }
+
+  private remove (entry: Entry): void {
+    this.entries.delete(entry.key)
+    this.unlink(entry)
+  }
+
+  private append (entry: Entry): void {
+    entry.older = this.newest
+    entry.newer = null
+    if (this.newest === null) {
+      this.oldest = entry
+    } else {
+      this.newest.newer = entry
+    }
+    this.newest = entry
+  }
+
+  private unlink (entry: Entry): void {
+    if (entry.older === null) {
+      this.oldest = entry.newer
+    } else {
+      entry.older.newer = entry.newer
+    }
+    if (entry.newer === null) {
+      this.newest = entry.older
+    } else {
+      entry.newer.older = entry.older
+    }
+    entry.older = null
+    entry.newer = null
   }
 }
 
