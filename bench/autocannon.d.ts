@@ -18,6 +18,8 @@ declare module 'autocannon' {
       pipelining?: number
       /** Seconds. */
       duration?: number
+      /** Requests to send, in place of a duration. */
+      amount?: number
       method?: string
       headers?: Record<string, string>
       body?: string | Buffer

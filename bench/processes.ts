@@ -1,6 +1,8 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { readFile } from 'node:fs/promises'
 import net from 'node:net'
+import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 
@@ -18,6 +20,12 @@ process.on('exit', () => {
     child.kill('SIGKILL')
   }
 })
+
+// Ctrl-C or a kill would end the bench without the 'exit' event, and
+// leave redis-server running, so exit through it.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => process.exit(128 + os.constants.signals[signal]))
+}
 
 function track (child: ChildProcess): ChildProcess {
   running.add(child)
@@ -70,8 +78,8 @@ export function nextMessage<T> (child: ChildProcess, type: string, timeout = sta
 }
 
 /**
- * Asks a child to exit by IPC, so that it can close its server and write
- * its CPU profile, and kills it by pid when it has not exited in time.
+ * Asks a child to exit by IPC, so that it can write its CPU profile, and
+ * kills it by pid when it has not exited in time.
  */
 export async function stopChild (child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) {
@@ -79,7 +87,12 @@ export async function stopChild (child: ChildProcess): Promise<void> {
   }
   const exited = once(child, 'exit')
   if (child.connected) {
-    child.send({ type: 'stop' })
+    // The channel may close while the message is on its way.
+    child.send({ type: 'stop' }, (error) => {
+      if (error !== null) {
+        child.kill('SIGTERM')
+      }
+    })
   } else {
     child.kill('SIGTERM')
   }
@@ -101,6 +114,7 @@ export async function findFreePort (): Promise<number> {
 
 export interface RedisProcess {
   url: string
+  pid: number
   stop (): Promise<void>
 }
 
@@ -135,7 +149,20 @@ export async function startRedisServer (): Promise<RedisProcess> {
     await stop()
     throw error
   }
-  return { url: `redis://${host}:${port}`, stop }
+  return { url: `redis://${host}:${port}`, pid: child.pid, stop }
+}
+
+/**
+ * Returns the CPU time of a process's main thread in microseconds, from
+ * /proc/PID/schedstat, or null where that file cannot be read.
+ */
+export async function threadCpuMicros (pid: number): Promise<number | null> {
+  try {
+    const schedstat = await readFile(`/proc/${pid}/schedstat`, 'utf8')
+    return Number(schedstat.split(' ')[0]) / 1000
+  } catch {
+    return null
+  }
 }
 
 async function waitForPort (port: number, child: ChildProcess): Promise<void> {

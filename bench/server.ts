@@ -3,12 +3,15 @@
 // that port to the parent over IPC.
 import fastifyRedis from '@fastify/redis'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import idempotency from '../index'
+import type idempotencyPlugin from '../index'
 import { host } from './processes'
 
 export interface ServerSetup {
-  /** Register the plugin, or run plain Fastify with the same routes. */
-  plugin: boolean
+  /**
+   * The compiled plugin to register, from bench/build.ts, or null to run
+   * plain Fastify with the same routes.
+   */
+  pluginEntry: string | null
   storage: 'memory' | 'redis'
   redisUrl?: string
   /** With Redis storage: prefix of every key the plugin writes. */
@@ -24,6 +27,8 @@ export interface CpuMessage {
   type: 'cpu'
   /** CPU time of this process so far, user plus system, in microseconds. */
   micros: number
+  /** process.hrtime() in microseconds, the clock of V8's CPU profiles. */
+  monotonicMicros: number
 }
 
 interface PaymentBody {
@@ -46,8 +51,8 @@ async function readPayment (request: FastifyRequest<{ Params: { id: string } }>)
 
 async function buildApp (setup: ServerSetup): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
-  if (setup.plugin) {
-    await registerPlugin(app, setup)
+  if (setup.pluginEntry !== null) {
+    await registerPlugin(app, setup.pluginEntry, setup)
   }
   app.post('/payments', createPayment)
   app.post('/exempt-payments', { config: { idempotency: 'exempt' } }, createPayment)
@@ -55,21 +60,26 @@ async function buildApp (setup: ServerSetup): Promise<FastifyInstance> {
   return app
 }
 
-async function registerPlugin (app: FastifyInstance, setup: ServerSetup) {
+async function registerPlugin (app: FastifyInstance, entry: string, setup: ServerSetup) {
+  const idempotency = require(entry) as typeof idempotencyPlugin
   if (setup.storage === 'memory') {
     await app.register(idempotency)
     return
   }
   if (setup.redisUrl === undefined) {
-    throw new Error('BENCH_SERVER sets storage "redis" but no redisUrl')
+    throw new Error("Invalid BENCH_SERVER: storage 'redis' needs a redisUrl")
   }
   await app.register(fastifyRedis, { url: setup.redisUrl })
   await app.register(idempotency, { storage: 'redis', keyPrefix: setup.keyPrefix })
 }
 
-function cpuMicros (): number {
+function cpuMessage (): CpuMessage {
   const usage = process.cpuUsage()
-  return usage.user + usage.system
+  return {
+    type: 'cpu',
+    micros: usage.user + usage.system,
+    monotonicMicros: Number(process.hrtime.bigint() / 1000n)
+  }
 }
 
 async function main () {
@@ -79,9 +89,12 @@ async function main () {
 
   process.on('message', (message: { type?: string }) => {
     if (message.type === 'cpu') {
-      process.send?.({ type: 'cpu', micros: cpuMicros() } satisfies CpuMessage)
+      process.send?.(cpuMessage())
     } else if (message.type === 'stop') {
-      app.close().finally(() => process.exit(0))
+      // The load is over and nothing is stored on disk, so exit at once:
+      // app.close() would race the Redis commands of requests whose
+      // client has already gone. process.exit() still writes --cpu-prof.
+      process.exit(0)
     }
   })
   // An orphan would hold its port and CPU, so exit with the parent.
