@@ -80,7 +80,7 @@ interface RequestState {
   fingerprint: string
   /** Set while this request still has to store or release its response. */
   token: string | null
-  /** Whether `token` holds a claim in storage, which it does unless `lock` is off. */
+  /** Whether `token` owns a claim in storage, which it does unless `lock` is off. */
   claimed: boolean
   renewal: NodeJS.Timeout | null
 }
@@ -242,8 +242,8 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     return (request as RequestWithState)[kState]
   }
 
-  // onRequest and preParsing take callbacks, because they never wait, and a
-  // promise per request would cost more than the work they do.
+  // onRequest and preParsing never wait, so they take callbacks and
+  // allocate no promise per request.
   function idempotencyCheckKey (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void) {
     let error: Error | null
     try {
@@ -431,8 +431,8 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
       return true
     }
     if (reply.raw.destroyed) {
-      // The hijacked handler may still be running, and nothing tells when it
-      // ends, so the claim is left to expire after lockTtl.
+      // The hijacked handler may still be running, and no event marks its
+      // end, so the claim is left to expire after lockTtl.
       request.log.warn(logContext, 'idempotency claim left to expire: a hijacked reply lost its connection')
       stopRenewal(state)
       return true

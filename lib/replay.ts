@@ -21,7 +21,7 @@ const unstoredHeaders = new Set([
 
 export const replayedHeader = 'idempotent-replayed'
 
-/** Builds the stored form of a response from the payload that onSend sees. */
+/** Builds the stored form of a response from the payload passed to onSend. */
 export function captureResponse (reply: FastifyReply, body: string | Buffer): StoredResponse {
   const headers: Record<string, string | string[]> = {}
   const replyHeaders = reply.getHeaders()

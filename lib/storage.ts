@@ -38,7 +38,7 @@ export type ClaimResult =
   | { claimed: false, record: IdempotencyRecord }
 
 /**
- * Where records live. Every method must be atomic for one key, across all
+ * Storage of claims and records. Every method must be atomic for one key, across all
  * processes that share the storage: a claim on a free key succeeds for
  * exactly one caller, and only the holder of a claim's token changes it.
  *
@@ -59,7 +59,7 @@ export interface IdempotencyStorage {
   /**
    * Replaces the claim held by `token` with a completed record kept for
    * `ttl` ms. Returns false, and changes nothing, when `token` no longer
-   * holds the claim.
+   * owns the claim.
    */
   complete (key: string, token: string, record: CompletedRecord, ttl: number): Promise<boolean>
 

@@ -133,8 +133,9 @@ eachStorage(t, 'hijack after disconnect frees key', async (t, storage) => {
   const base = new URL(await listen(app))
 
   await postAndDisconnect(base, '/raw', 50)
-  // The handler ended its hijacked reply at 150 ms, and a renewal tick
-  // (every 100 ms) sees it; the lease alone would last until 450 ms.
+  // The handler ended its hijacked reply at 150 ms, and the next renewal
+  // tick (every 100 ms) releases the key. The lease alone would last until
+  // 450 ms.
   await sleep(300)
   const retry = await fetch(`${base.origin}/raw`, { method: 'POST', headers: key })
 

@@ -4,7 +4,7 @@ import { createApp } from './helpers/app'
 
 const key = { 'idempotency-key': 'down-1' }
 
-/** A storage whose every call fails, as a Redis that is down would. */
+/** Returns a memory storage whose `failing` methods reject, as a Redis that is down does. */
 function brokenStorage (failing: Array<keyof IdempotencyStorage>): IdempotencyStorage {
   const memory = new MemoryStorage()
   const storage = {
