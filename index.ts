@@ -498,7 +498,7 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
       }
     } catch (err) {
       // The handler has run, so the client still gets its response.
-      request.log.error({ err, idempotencyKey: state.info.key }, 'idempotency storage failed after the handler ran')
+      request.log.error({ err, idempotencyKey: state.info.key }, 'idempotency storage failed or timed out after the handler ran, so the response may not be stored')
     }
   }
 

@@ -12,7 +12,7 @@ const execFileAsync = promisify(execFile)
  * load this build, not the TypeScript source through tsx, because tsx wraps
  * every function it creates in a naming helper, which costs time per
  * request in closures that the published build does not pay. It lives
- * outside the repository, so that `npm run lint` never sees it.
+ * outside the repository, so that `npm run lint` never lints it.
  */
 export const buildDir = path.join(os.tmpdir(), `fastify-idempotency-key-bench-${process.pid}`)
 

@@ -1,40 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import { Cluster, type Redis } from 'ioredis'
 import t from 'tap'
+import { describeStatuses, post } from './helpers/payments'
 import { startServerProcess, type ServerProcess } from './fixtures/server'
 import { startRedisCluster } from './helpers/redis'
 
 // Creating the Cluster and starting two server processes takes several
 // seconds on a busy machine.
 t.setTimeout(180_000)
-
-interface PostResult {
-  status: number
-  replayed: string | null
-  body: string
-}
-
-async function post (base: string, key: string): Promise<PostResult> {
-  const response = await fetch(`${base}/payments`, {
-    method: 'POST',
-    headers: { 'idempotency-key': key, 'content-type': 'application/json' },
-    body: '{"amount":100}'
-  })
-  return {
-    status: response.status,
-    replayed: response.headers.get('idempotent-replayed'),
-    body: await response.text()
-  }
-}
-
-/** Returns how often each status occurs, such as `200×1, 409×99`. */
-function describeStatuses (responses: PostResult[]): string {
-  const counts = new Map<number, number>()
-  for (const response of responses) {
-    counts.set(response.status, (counts.get(response.status) ?? 0) + 1)
-  }
-  return [...counts].sort(([a], [b]) => a - b).map(([status, count]) => `${status}×${count}`).join(', ')
-}
 
 /** Counts the idempotency records on one Cluster node. */
 async function countRecords (node: Redis): Promise<number> {
@@ -95,7 +68,7 @@ t.test('Cluster with two server processes', async (t) => {
       t.same(unexpected, [], `${key} gets only 200, 409 or 423`)
     }
 
-    // Every primary holds some of the 30 new records, so claims and stores
+    // Every primary has some of the 30 new records, so claims and stores
     // ran on every node of the Cluster.
     const after = await Promise.all(primaries.map(countRecords))
     const added = after.map((count, i) => count - (before[i] as number))

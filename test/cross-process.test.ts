@@ -2,40 +2,13 @@ import { randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
+import { describeStatuses, post } from './helpers/payments'
 import { startServerProcess, type ServerProcess, type ServerProcessOptions } from './fixtures/server'
 import { startRedisServer } from './helpers/redis'
 
 // Each test starts a redis-server and two server processes, and the kill
 // test waits out a 3 s lease, which takes longer on a busy machine.
 t.setTimeout(180_000)
-
-interface PostResult {
-  status: number
-  replayed: string | null
-  body: string
-}
-
-async function post (base: string, key: string): Promise<PostResult> {
-  const response = await fetch(`${base}/payments`, {
-    method: 'POST',
-    headers: { 'idempotency-key': key, 'content-type': 'application/json' },
-    body: '{"amount":100}'
-  })
-  return {
-    status: response.status,
-    replayed: response.headers.get('idempotent-replayed'),
-    body: await response.text()
-  }
-}
-
-/** Returns how often each status occurs, such as `200×1, 409×99`. */
-function describeStatuses (responses: PostResult[]): string {
-  const counts = new Map<number, number>()
-  for (const response of responses) {
-    counts.set(response.status, (counts.get(response.status) ?? 0) + 1)
-  }
-  return [...counts].sort(([a], [b]) => a - b).map(([status, count]) => `${status}×${count}`).join(', ')
-}
 
 /** Polls `check` every 50 ms until it returns true, or throws after `timeout` ms. */
 async function waitFor (what: string, timeout: number, check: () => Promise<boolean>): Promise<void> {

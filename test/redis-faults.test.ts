@@ -262,7 +262,7 @@ t.test('failed store keeps the claim', async (t) => {
   t.same(JSON.parse(response.body), { run: 1 })
   const errors = errorLines(app.logs)
   t.equal(errors.length, 1)
-  t.equal(errors[0]?.msg, 'idempotency storage failed after the handler ran')
+  t.equal(errors[0]?.msg, 'idempotency storage failed or timed out after the handler ran, so the response may not be stored')
   t.match(errors[0]?.err?.message, /enableOfflineQueue/)
 
   // Retries get 503 until the client reconnects, then 423 while the claim
@@ -299,7 +299,7 @@ t.test('timed-out store may still land', async (t) => {
   t.same(JSON.parse(response.body), { run: 1 })
   const errors = errorLines(app.logs)
   t.equal(errors.length, 1)
-  t.equal(errors[0]?.msg, 'idempotency storage failed after the handler ran')
+  t.equal(errors[0]?.msg, 'idempotency storage failed or timed out after the handler ran, so the response may not be stored')
   t.equal(errors[0]?.err?.message, 'Command timed out')
 
   // Redis ran the store when the pause ended, after the client gave up on
