@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto'
+import crypto, { createHash, type Hash } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import type { FastifyRequest } from 'fastify'
 import { KeyInvalidError } from './errors'
@@ -58,6 +58,12 @@ function countHeaderLines (request: FastifyRequest, header: string): number {
   return count
 }
 
+// crypto.hash() digests in one call, without the Hash object of
+// createHash(). Node 20 has it from 20.12 on.
+const sha256: (data: string | Buffer) => string = typeof crypto.hash === 'function'
+  ? (data) => crypto.hash('sha256', data, 'base64url')
+  : (data) => createHash('sha256').update(data).digest('base64url')
+
 /**
  * Returns the default encoder for one route. It hashes method, route,
  * route parameters, `authorization` header and key. The route pattern, its
@@ -67,32 +73,22 @@ function countHeaderLines (request: FastifyRequest, header: string): number {
  */
 export function createDefaultEncoder (routeId: string) {
   return function defaultEncoder (request: FastifyRequest, key: string): string {
-    return createHash('sha256')
-      .update(request.method)
-      .update('\0')
-      .update(routeId)
-      .update('\0')
-      .update(JSON.stringify(request.params ?? null))
-      .update('\0')
-      .update(request.headers.authorization ?? '')
-      .update('\0')
-      .update(key)
-      .digest('base64url')
+    const params = JSON.stringify(request.params ?? null)
+    const authorization = request.headers.authorization ?? ''
+    return sha256(`${request.method}\0${routeId}\0${params}\0${authorization}\0${key}`)
   }
 }
 
-function queryOf (url: string): string {
+/** Returns what every fingerprint starts with: the query string and a separator. */
+function fingerprintPrefix (request: FastifyRequest): string {
+  const url = request.url
   const queryStart = url.indexOf('?')
-  return queryStart === -1 ? '' : url.slice(queryStart + 1)
-}
-
-function startFingerprint (request: FastifyRequest): Hash {
-  return createHash('sha256').update(queryOf(request.url)).update('\0')
+  return queryStart === -1 ? '\0' : `${url.slice(queryStart + 1)}\0`
 }
 
 /** Returns the fingerprint of a request that sent no body. */
 export function fingerprintWithoutBody (request: FastifyRequest): string {
-  return startFingerprint(request).digest('base64url')
+  return sha256(fingerprintPrefix(request))
 }
 
 /** The hash of a request body, taken as its bytes are read. */
@@ -118,16 +114,36 @@ export interface HashedBody {
  * `parseAs`, multipart fields) is done before the key is claimed. A body
  * that the handler reads as a stream is not, and waiting for it would mean
  * buffering it all, so its fingerprint leaves the body out.
+ *
+ * A small body usually arrives in one chunk, which is kept and hashed in
+ * one call at the end. A second chunk starts an incremental hash, so that
+ * a long body is never held here.
  */
 export function hashBody (request: FastifyRequest, body: Readable): HashedBody {
-  const hash = startFingerprint(request)
+  const prefix = fingerprintPrefix(request)
+  let firstChunk: Buffer | null = null
+  let hash: Hash | null = null
   let received = false
   let digested = false
+
+  function addChunk (chunk: Buffer) {
+    if (firstChunk === null && hash === null) {
+      firstChunk = chunk
+      return
+    }
+    if (hash === null) {
+      hash = createHash('sha256').update(prefix).update(firstChunk as Buffer)
+      firstChunk = null
+    }
+    hash.update(chunk)
+  }
 
   const emit = body.emit
   body.emit = function emitAndHash (this: Readable, event: string | symbol, ...args: unknown[]) {
     if (event === 'data' && !digested) {
-      hash.update(args[0] as Buffer)
+      // A stream that an earlier preParsing hook decoded emits strings.
+      const chunk = args[0] as Buffer | string
+      addChunk(typeof chunk === 'string' ? Buffer.from(chunk) : chunk)
     } else if (event === 'end') {
       received = true
     }
@@ -137,9 +153,15 @@ export function hashBody (request: FastifyRequest, body: Readable): HashedBody {
   function digest (): string {
     digested = true
     if (!received) {
-      return startFingerprint(request).update('streamed body').digest('base64url')
+      return sha256(`${prefix}streamed body`)
     }
-    return hash.digest('base64url')
+    if (hash !== null) {
+      return hash.digest('base64url')
+    }
+    if (firstChunk === null) {
+      return sha256(prefix)
+    }
+    return sha256(Buffer.concat([Buffer.from(prefix), firstChunk]))
   }
 
   function discard () {

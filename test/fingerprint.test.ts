@@ -1,5 +1,7 @@
+import http from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 import t from 'tap'
-import { createApp } from './helpers/app'
+import { createApp, listen } from './helpers/app'
 import { eachStorage } from './helpers/storages'
 
 const key = { 'idempotency-key': 'payment-1' }
@@ -85,6 +87,55 @@ eachStorage(t, 'form and binary bodies count', async (t, storage) => {
   t.equal(otherBinary.statusCode, 422)
   t.equal(otherForm.statusCode, 422)
   t.equal(counter.runs, 2)
+})
+
+/** Sends a JSON body over HTTP in separate writes, so it arrives in several chunks. */
+async function postInChunks (base: string, chunks: string[]) {
+  const url = new URL(base)
+  const response = new Promise<{ status: number, body: string }>((resolve, reject) => {
+    const request = http.request({
+      host: url.hostname,
+      port: url.port,
+      method: 'POST',
+      path: '/payments',
+      headers: { ...key, 'content-type': 'application/json' }
+    }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (text: string) => { body += text })
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    request.on('error', reject)
+    sendChunks(request, chunks).catch(reject)
+  })
+  return response
+}
+
+async function sendChunks (request: http.ClientRequest, chunks: string[]) {
+  for (const chunk of chunks) {
+    request.write(chunk)
+    await sleep(20)
+  }
+  request.end()
+}
+
+eachStorage(t, 'chunked body has one fingerprint', async (t, storage) => {
+  const app = await createApp(t, { storage })
+  const counter = countingRoute(app)
+  const base = await listen(app)
+  const note = 'x'.repeat(100_000)
+  const body = `{"note":"${note}","amount":100}`
+
+  // The first request sends the body in one chunk, the retries in three.
+  const first = await app.inject({ method: 'POST', url: '/payments', headers: key, payload: JSON.parse(body) })
+  const same = await postInChunks(base, ['{"note":"', `${note}","amount`, '":100}'])
+  const changed = await postInChunks(base, ['{"note":"', `${note}","amount`, '":101}'])
+
+  t.equal(first.statusCode, 200)
+  t.equal(same.status, 409)
+  t.same(JSON.parse(same.body), { run: 1 })
+  t.equal(changed.status, 422)
+  t.equal(counter.runs, 1)
 })
 
 eachStorage(t, 'fingerprint false replays anyway', async (t, storage) => {
