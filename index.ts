@@ -36,7 +36,13 @@ import {
   readKey,
   type HashedBody
 } from './lib/request-key'
-import type { IdempotencyStorage, StoredResponse } from './lib/storage'
+import type {
+  ClaimOptions,
+  ClaimResult,
+  CompletedRecord,
+  IdempotencyStorage,
+  StoredResponse
+} from './lib/storage'
 
 /** The idempotency key of a request and its stored response, as a handler reads them. */
 export interface RequestIdempotency {
@@ -82,7 +88,8 @@ interface RequestState {
   token: string | null
   /** Whether `token` owns a claim in storage, which it does unless `lock` is off. */
   claimed: boolean
-  renewal: NodeJS.Timeout | null
+  /** Renews the claim on the shared timer, while the handler runs. */
+  renewal: (() => void) | null
 }
 
 const kState = Symbol('fastify-idempotency-key.state')
@@ -104,6 +111,7 @@ async function fastifyIdempotency (fastify: FastifyInstance, options: Idempotenc
   const resolved = resolveOptions(options)
   const storages = createStorageResolver(fastify, resolved)
   const defaultStorage = storages(resolved.redisNamespace)
+  const renewals = createRenewalTimer(Math.max(1, Math.floor(resolved.lockTtl / 3)))
 
   if (fastify.hasRequestDecorator(kState)) {
     throw new AlreadyRegisteredError()
@@ -120,7 +128,7 @@ async function fastifyIdempotency (fastify: FastifyInstance, options: Idempotenc
     if (settings === null) {
       return
     }
-    const hooks = createRouteHooks(settings, isMixedMethod(route))
+    const hooks = createRouteHooks(settings, renewals, isMixedMethod(route))
     route.onRequest = appendHook(route.onRequest, hooks.onRequest)
     if (settings.fingerprint) {
       route.preParsing = appendHook(route.preParsing, hooks.preParsing)
@@ -235,7 +243,46 @@ function prependHook<T> (existing: T | T[] | undefined, hook: T): T[] {
   return Array.isArray(existing) ? [hook, ...existing] : [hook, existing]
 }
 
-function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
+/** Calls every renewal added to it, every `interval` ms, while it contains any. */
+interface RenewalTimer {
+  add (renewal: () => void): void
+  delete (renewal: () => void): void
+}
+
+/**
+ * Returns one timer for all the claims of a plugin instance, so that a first
+ * request neither creates nor clears a timer of its own. A claim added
+ * between two ticks is renewed within one interval, a third of its lease.
+ */
+function createRenewalTimer (interval: number): RenewalTimer {
+  const renewals = new Set<() => void>()
+  let timer: NodeJS.Timeout | null = null
+
+  function renewAll () {
+    for (const renewal of renewals) {
+      renewal()
+    }
+  }
+
+  return {
+    add (renewal) {
+      renewals.add(renewal)
+      if (timer === null) {
+        timer = setInterval(renewAll, interval)
+        timer.unref()
+      }
+    },
+    delete (renewal) {
+      renewals.delete(renewal)
+      if (renewals.size === 0 && timer !== null) {
+        clearInterval(timer)
+        timer = null
+      }
+    }
+  }
+}
+
+function createRouteHooks (settings: RouteSettings, renewals: RenewalTimer, mixedMethods: boolean) {
   const { storage, header } = settings
 
   function stateOf (request: FastifyRequest): RequestState | null {
@@ -308,10 +355,24 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     }
 
     const token = randomUUID()
-    const deadline = Date.now() + settings.lockTimeout
+    const claimOptions: ClaimOptions = {
+      token,
+      fingerprint: state.fingerprint,
+      lease: settings.lockTtl,
+      takeover: settings.mode === 'manual'
+    }
+    let deadline = 0
     let delay = firstPollDelay
     for (;;) {
-      const result = await claimKey(request, state, token)
+      let result: ClaimResult
+      try {
+        result = checkClaimResult(await storage.claim(state.storageKey, claimOptions))
+      } catch (err) {
+        // A claim that timed out on the client may still land on the server
+        // later, and nothing else would free it before its lease ends.
+        storage.release(state.storageKey, token).catch(() => {})
+        throw new StorageUnavailableError({ cause: err })
+      }
 
       if (result.claimed) {
         request.log.debug({ idempotencyKey: state.info.key }, 'idempotency key claimed')
@@ -330,32 +391,16 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
         return replay(request, reply, state, record.response)
       }
 
+      // The clock starts at the first wait, so a first request never reads it.
+      if (deadline === 0) {
+        deadline = Date.now() + settings.lockTimeout
+      }
       const remaining = deadline - Date.now()
       if (remaining <= 0) {
         return rejectInProgress(request, reply, state)
       }
       await sleep(Math.min(delay, remaining))
       delay *= 2
-    }
-  }
-
-  async function claimKey (request: FastifyRequest, state: RequestState, token: string) {
-    try {
-      const result = await storage.claim(state.storageKey, {
-        token,
-        fingerprint: state.fingerprint,
-        lease: settings.lockTtl,
-        takeover: settings.mode === 'manual'
-      })
-      if (typeof result?.claimed !== 'boolean' || (!result.claimed && typeof result.record !== 'object')) {
-        throw new TypeError(`storage.claim() returned an invalid result: ${JSON.stringify(result)}`)
-      }
-      return result
-    } catch (err) {
-      // A claim that timed out on the client may still land on the server
-      // later, and nothing else would free it before its lease ends.
-      storage.release(state.storageKey, token).catch(() => {})
-      throw new StorageUnavailableError({ cause: err })
     }
   }
 
@@ -397,11 +442,10 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
   }
 
   function startRenewal (request: FastifyRequest, reply: FastifyReply, state: RequestState) {
-    const interval = Math.max(1, Math.floor(settings.lockTtl / 3))
-    state.renewal = setInterval(() => {
+    state.renewal = () => {
       renewClaim(request, reply, state).catch(() => {})
-    }, interval)
-    state.renewal.unref()
+    }
+    renewals.add(state.renewal)
   }
 
   /**
@@ -434,7 +478,7 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
       // The hijacked handler may still be running, and no event marks its
       // end, so the claim is left to expire after lockTtl.
       request.log.warn(logContext, 'idempotency claim left to expire: a hijacked reply lost its connection')
-      stopRenewal(state)
+      stopRenewal(state, renewals)
       return true
     }
     return false
@@ -447,7 +491,7 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     }
     try {
       if (!await storage.renew(state.storageKey, token, settings.lockTtl)) {
-        stopRenewal(state)
+        stopRenewal(state, renewals)
         request.log.warn({ idempotencyKey: state.info.key }, 'idempotency claim was lost before the handler finished')
       }
     } catch (err) {
@@ -455,33 +499,47 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     }
   }
 
-  async function idempotencyStore (request: FastifyRequest, reply: FastifyReply, payload: unknown) {
+  // A callback hook, like onRequest, so that requests with nothing to store,
+  // such as replays, pass through without allocating a promise.
+  function idempotencyStore (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    payload: unknown,
+    done: (err: Error | null, payload?: unknown) => void
+  ) {
     const state = stateOf(request)
     if (state === null || state.token === null) {
-      return payload
+      done(null, payload)
+      return
     }
+    finish(request, state, responseToStore(request, reply, state, payload))
+      .then(() => done(null, payload), done)
+  }
 
+  /** Returns the response to store, or null when the key must be released. */
+  function responseToStore (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    state: RequestState,
+    payload: unknown
+  ): StoredResponse | null {
     if (!settings.storeOnStatuses.has(reply.statusCode)) {
       request.log.debug({ idempotencyKey: state.info.key, statusCode: reply.statusCode }, 'idempotency key released')
-      await finish(request, state, null)
-      return payload
+      return null
     }
     const body = storableBody(payload)
     if (body === null) {
       request.log.warn({ idempotencyKey: state.info.key }, 'idempotency key released: a streamed response cannot be stored')
-      await finish(request, state, null)
-      return payload
+      return null
     }
-
-    await finish(request, state, captureResponse(reply, body))
-    return payload
+    return captureResponse(reply, body)
   }
 
   /** Stores the response, or releases the key when it is null. */
   async function finish (request: FastifyRequest, state: RequestState, response: StoredResponse | null) {
     const token = state.token as string
     state.token = null
-    stopRenewal(state)
+    stopRenewal(state, renewals)
 
     try {
       if (response === null) {
@@ -502,20 +560,23 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     }
   }
 
-  async function storeResponse (state: RequestState, token: string, response: StoredResponse) {
-    const record = { state: 'completed' as const, fingerprint: state.fingerprint, response }
-    if (!state.claimed) {
-      const claim = await storage.claim(state.storageKey, {
-        token,
-        fingerprint: state.fingerprint,
-        lease: settings.lockTtl,
-        takeover: true
-      })
-      if (!claim.claimed) {
-        return false
-      }
+  /** Completes the claim with the response, claiming it first without `lock`. */
+  function storeResponse (state: RequestState, token: string, response: StoredResponse): Promise<boolean> {
+    const record: CompletedRecord = { state: 'completed', fingerprint: state.fingerprint, response }
+    if (state.claimed) {
+      return storage.complete(state.storageKey, token, record, settings.ttl)
     }
-    return storage.complete(state.storageKey, token, record, settings.ttl)
+    return claimAndComplete(state, token, record)
+  }
+
+  async function claimAndComplete (state: RequestState, token: string, record: CompletedRecord) {
+    const claim = await storage.claim(state.storageKey, {
+      token,
+      fingerprint: state.fingerprint,
+      lease: settings.lockTtl,
+      takeover: true
+    })
+    return claim.claimed && storage.complete(state.storageKey, token, record, settings.ttl)
   }
 
   return {
@@ -524,6 +585,13 @@ function createRouteHooks (settings: RouteSettings, mixedMethods: boolean) {
     preHandler: idempotencyClaim,
     onSend: idempotencyStore
   }
+}
+
+function checkClaimResult (result: ClaimResult): ClaimResult {
+  if (typeof result?.claimed !== 'boolean' || (!result.claimed && typeof result.record !== 'object')) {
+    throw new TypeError(`storage.claim() returned an invalid result: ${JSON.stringify(result)}`)
+  }
+  return result
 }
 
 function fingerprintOf (request: FastifyRequest, state: RequestState, enabled: boolean): string {
@@ -552,9 +620,9 @@ function storableBody (payload: unknown): string | Buffer | null {
   return null
 }
 
-function stopRenewal (state: RequestState) {
+function stopRenewal (state: RequestState, renewals: RenewalTimer) {
   if (state.renewal !== null) {
-    clearInterval(state.renewal)
+    renewals.delete(state.renewal)
     state.renewal = null
   }
 }
