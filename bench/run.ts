@@ -269,22 +269,30 @@ async function profileScenarios (settings: Settings, runSettings: RunSettings, r
     ? scenarios.filter((s) => s.id === 'first-request-memory' || s.id === 'replay-memory')
     : selectedScenarios(settings)
   for (const scenario of selected) {
-    const dir = path.join(repoRoot, 'bench', 'profiles', scenario.id)
-    await rm(dir, { recursive: true, force: true })
-    await mkdir(dir, { recursive: true })
     if (scenario.storage === 'redis' && typeof redis === 'string') {
       console.error(`${scenario.name}: not profiled, ${redis}`)
       continue
     }
-    const run = await measureRun(scenario, true, runSettings, { dir })
+    // Plain Fastify on the same traffic shows which frames the plugin adds.
+    await profileRun(scenario, false, runSettings)
+    await profileRun(scenario, true, runSettings)
     if (typeof redis !== 'string') {
       await deleteKeys(redis.client, runSettings.keyPrefix)
     }
-    console.error(describeRun(`${scenario.name} (profiled)`, run))
-    const summary = await summarizeProfile(await mainThreadProfile(dir), run.serverWindow)
-    console.log(formatProfile(summary, 20))
-    console.log()
   }
+}
+
+async function profileRun (scenario: Scenario, plugin: boolean, runSettings: RunSettings) {
+  const name = plugin ? scenario.id : `${scenario.id}-plain`
+  const dir = path.join(repoRoot, 'bench', 'profiles', name)
+  await rm(dir, { recursive: true, force: true })
+  await mkdir(dir, { recursive: true })
+  const run = await measureRun(scenario, plugin, runSettings, { dir })
+  const label = plugin ? scenario.name : `plain Fastify, ${scenario.method} ${scenario.path}`
+  console.error(describeRun(`${label} (profiled)`, run))
+  const summary = await summarizeProfile(await mainThreadProfile(dir), run.serverWindow)
+  console.log(formatProfile(summary, 20))
+  console.log()
 }
 
 /**
