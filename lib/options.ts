@@ -25,7 +25,7 @@ export interface IdempotencyOptions {
   lock?: boolean
   /** Time in ms that a duplicate waits for an in-flight original. */
   lockTimeout?: number
-  /** Lease in ms of an in-flight claim, renewed while its handler runs. */
+  /** Lease in ms, at least 10, of an in-flight claim, renewed while its handler runs. */
   lockTtl?: number
   /** Status for a duplicate whose original is still in flight. */
   lockedStatusCode?: number
@@ -93,6 +93,10 @@ const defaults: ResolvedOptions = {
   fingerprint: true
 }
 
+// A claim is renewed every lockTtl / 3 ms, so a lease of a few ms would
+// end before a Node timer could renew it.
+const minLockTtl = 10
+
 // An HTTP header name is an RFC 9110 token.
 const headerNamePattern = /^[!#$%&'*+.^_`|~0-9a-z-]+$/i
 
@@ -121,7 +125,7 @@ export function resolveOptions (options: IdempotencyOptions): ResolvedOptions {
   checkConflictStatus('conflictStatusCode', resolved.conflictStatusCode)
   checkBoolean('lock', resolved.lock)
   checkDuration('lockTimeout', resolved.lockTimeout, 0, maxTimerDelay)
-  checkDuration('lockTtl', resolved.lockTtl, 1, maxTimerDelay)
+  checkDuration('lockTtl', resolved.lockTtl, minLockTtl, maxTimerDelay)
   checkStatus('lockedStatusCode', resolved.lockedStatusCode, 400)
   checkStatusList('storeOnStatuses', resolved.storeOnStatuses)
   checkDuration('ttl', resolved.ttl, 1)

@@ -18,6 +18,7 @@ const invalidOptions: Array<[string, unknown, RegExp]> = [
   ['lockTimeout', -1, /lockTimeout.*-1/],
   ['lockTimeout', 1.5, /lockTimeout.*1\.5/],
   ['lockTtl', 0, /lockTtl.*0/],
+  ['lockTtl', 9, /lockTtl.*from 10 to .*9/],
   ['lockedStatusCode', 42, /lockedStatusCode.*42/],
   ['storeOnStatuses', [], /storeOnStatuses/],
   ['storeOnStatuses', [200, 'ok'], /storeOnStatuses.*"ok"/],
