@@ -105,7 +105,7 @@ export interface HashedBody {
 
 /**
  * Hashes each chunk of the body as it is read, so the fingerprint covers the
- * exact bytes received before any parser reads them.
+ * exact bytes that the parser reads, after the route's own preParsing hooks.
  *
  * The hash watches the stream's `data` events rather than wrapping it,
  * because some parsers, such as @fastify/multipart, read `request.raw`
