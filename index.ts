@@ -253,12 +253,20 @@ interface RenewalTimer {
  * Returns one timer for all the claims of a plugin instance, so that a first
  * request neither creates nor clears a timer of its own. A claim added
  * between two ticks is renewed within one interval, a third of its lease.
+ * The timer stops at the first tick that finds no claim, rather than when
+ * the last claim ends, because under load the set of claims empties and
+ * refills between most ticks.
  */
 function createRenewalTimer (interval: number): RenewalTimer {
   const renewals = new Set<() => void>()
   let timer: NodeJS.Timeout | null = null
 
   function renewAll () {
+    if (renewals.size === 0) {
+      clearInterval(timer as NodeJS.Timeout)
+      timer = null
+      return
+    }
     for (const renewal of renewals) {
       renewal()
     }
@@ -274,10 +282,6 @@ function createRenewalTimer (interval: number): RenewalTimer {
     },
     delete (renewal) {
       renewals.delete(renewal)
-      if (renewals.size === 0 && timer !== null) {
-        clearInterval(timer)
-        timer = null
-      }
     }
   }
 }
