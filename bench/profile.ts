@@ -46,6 +46,12 @@ export interface ProfileSummary {
   sampledMs: number
   /** Milliseconds of those samples outside the (idle) frame. */
   busyMs: number
+  /**
+   * Milliseconds of samples whose nearest caller outside Node's core is the
+   * plugin: its own code and the Node functions it calls, such as hashing,
+   * but not Fastify or the handler when they run inside a plugin callback.
+   */
+  pluginOwnMs: number
   frames: FrameTime[]
 }
 
@@ -58,6 +64,22 @@ function filePath (url: string): string {
 function isPluginFile (url: string): boolean {
   const file = filePath(url)
   return pluginFiles.some((prefix) => file === prefix || file.startsWith(prefix))
+}
+
+/** The owner of a sample's time: the plugin, other JavaScript, or neither. */
+type Owner = 'plugin' | 'other' | 'none'
+
+/**
+ * Returns the owner of a frame. Node's own modules and native functions,
+ * such as `node:crypto` or `writev`, work for their caller, so they keep
+ * the owner of the frame above them.
+ */
+function ownerOf (node: ProfileNode, callerOwner: Owner): Owner {
+  const url = node.callFrame.url
+  if (url === '' || url.startsWith('node:')) {
+    return callerOwner
+  }
+  return isPluginFile(url) ? 'plugin' : 'other'
 }
 
 /** Returns a file's path relative to the plugin build or the repository. */
@@ -120,13 +142,18 @@ export async function summarizeProfile (file: string, window: TimeWindow | null)
   const callerTimes = new Map<string, Map<string, number>>()
   let sampledMs = 0
   let busyMs = 0
+  let pluginOwnMs = 0
 
-  function visit (node: ProfileNode, stack: string[], open: Set<string>): number {
+  function visit (node: ProfileNode, stack: string[], open: Set<string>, callerOwner: Owner): number {
     const name = frameName(node, byId.get(parentIds.get(node.id) ?? -1) ?? null)
     const self = selfTimes.get(node.id) ?? 0
+    const owner = ownerOf(node, callerOwner)
     sampledMs += self
     if (node.callFrame.functionName !== '(idle)') {
       busyMs += self
+    }
+    if (owner === 'plugin') {
+      pluginOwnMs += self
     }
     let frame = frames.get(name)
     if (frame === undefined) {
@@ -146,7 +173,7 @@ export async function summarizeProfile (file: string, window: TimeWindow | null)
     stack.push(name)
     let total = self
     for (const child of node.children ?? []) {
-      total += visit(byId.get(child) as ProfileNode, stack, open)
+      total += visit(byId.get(child) as ProfileNode, stack, open, owner)
     }
     stack.pop()
     if (!nested) {
@@ -162,7 +189,7 @@ export async function summarizeProfile (file: string, window: TimeWindow | null)
       parentIds.set(child, node.id)
     }
   }
-  visit(profile.nodes[0] as ProfileNode, [], new Set())
+  visit(profile.nodes[0] as ProfileNode, [], new Set(), 'none')
   const list = [...frames.values()]
   for (const frame of list) {
     frame.selfShare = frame.selfMs / busyMs
@@ -170,7 +197,7 @@ export async function summarizeProfile (file: string, window: TimeWindow | null)
     frame.topCallers = topChain(callerTimes.get(frame.frame) as Map<string, number>)
   }
   list.sort((a, b) => b.selfMs - a.selfMs)
-  return { file, sampledMs, busyMs, frames: list }
+  return { file, sampledMs, busyMs, pluginOwnMs, frames: list }
 }
 
 const callerDepth = 6
@@ -203,9 +230,12 @@ export function formatProfile (summary: ProfileSummary, limit: number): string {
   const lines = [
     `${path.relative(repoRoot, summary.file)}: ${summary.busyMs.toFixed(0)} ms busy ` +
     `of ${summary.sampledMs.toFixed(0)} ms sampled during the measured load`,
+    `  the plugin's own work: ${percent(summary.pluginOwnMs / summary.busyMs).trim()} of busy time ` +
+    '(its code and the Node functions it calls, without Fastify and the handler)',
     `  top ${limit} frames by self time, as shares of busy time (plugin frames marked *):`
   ]
-  for (const frame of summary.frames.slice(0, limit)) {
+  const busyFrames = summary.frames.filter((frame) => frame.frame !== '(idle)')
+  for (const frame of busyFrames.slice(0, limit)) {
     lines.push(`   ${percent(frame.selfShare)} ${frame.plugin ? '*' : ' '} ${frame.frame}`)
     const fromRoot = frame.topCallers.length === 1 && frame.topCallers[0] === '(root)'
     if (frame.topCallers.length > 0 && !fromRoot && frame.selfShare >= callerChainShare) {
