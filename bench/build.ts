@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { rmSync } from 'node:fs'
 import { access, mkdir, rm, symlink } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -28,6 +29,9 @@ export const pluginEntry = path.join(buildDir, 'index.js')
 export async function buildPlugin (): Promise<void> {
   await removeBuild()
   await mkdir(buildDir, { recursive: true })
+  // A bench stopped by Ctrl-C or a kill skips its own cleanup, but still
+  // exits through the 'exit' event (see processes.ts).
+  process.once('exit', () => rmSync(buildDir, { recursive: true, force: true }))
   await symlink(path.join(repoRoot, 'node_modules'), path.join(buildDir, 'node_modules'), 'dir')
   const tsc = require.resolve('typescript/bin/tsc')
   const args = [tsc, '-p', 'tsconfig.build.json', '--outDir', buildDir, '--declaration', 'false', '--sourceMap', 'false']
