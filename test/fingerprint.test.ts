@@ -138,6 +138,41 @@ eachStorage(t, 'chunked body has one fingerprint', async (t, storage) => {
   t.equal(counter.runs, 1)
 })
 
+/** Sends a POST without a body, framed as chunked or with content-length 0. */
+function postEmpty (base: string, framing: 'chunked' | 'length') {
+  const url = new URL(base)
+  // Fastify rejects a chunked body without a content type with 415.
+  const headers: Record<string, string> = { ...key, 'content-type': 'text/plain' }
+  if (framing === 'length') {
+    headers['content-length'] = '0'
+  } else {
+    // The body is then only the empty last chunk.
+    headers['transfer-encoding'] = 'chunked'
+  }
+  return new Promise<number>((resolve, reject) => {
+    const options = { host: url.hostname, port: url.port, method: 'POST', path: '/payments', headers }
+    const request = http.request(options, (res) => {
+      res.resume()
+      res.on('end', () => resolve(res.statusCode ?? 0))
+    })
+    request.on('error', reject)
+    request.end()
+  })
+}
+
+eachStorage(t, 'empty chunked body is no body', async (t, storage) => {
+  const app = await createApp(t, { storage })
+  const counter = countingRoute(app)
+  const base = await listen(app)
+
+  const first = await postEmpty(base, 'length')
+  const chunked = await postEmpty(base, 'chunked')
+
+  t.equal(first, 200)
+  t.equal(chunked, 409)
+  t.equal(counter.runs, 1)
+})
+
 eachStorage(t, 'fingerprint false replays anyway', async (t, storage) => {
   const app = await createApp(t, { storage, fingerprint: false })
   const counter = countingRoute(app)
