@@ -111,7 +111,7 @@ async function fastifyIdempotency (fastify: FastifyInstance, options: Idempotenc
   const resolved = resolveOptions(options)
   const storages = createStorageResolver(fastify, resolved)
   const defaultStorage = storages(resolved.redisNamespace)
-  const renewals = createRenewalTimer(Math.max(1, Math.floor(resolved.lockTtl / 3)))
+  const renewals = createRenewalTimer(Math.floor(resolved.lockTtl / 3))
 
   if (fastify.hasRequestDecorator(kState)) {
     throw new AlreadyRegisteredError()

@@ -80,7 +80,7 @@ export class MemoryStorage implements IdempotencyStorage {
       return { claimed: true, previous: record }
     }
 
-    this.insert({ key, claim, completed: null, completedEnd: 0, older: null, newer: null })
+    this.insert({ key, claim, completed: null, completedEnd: 0, older: null, newer: null }, now)
     return { claimed: true, previous: null }
   }
 
@@ -152,11 +152,11 @@ export class MemoryStorage implements IdempotencyStorage {
     return entry
   }
 
-  private insert (entry: Entry): void {
+  private insert (entry: Entry, now: number): void {
     this.entries.set(entry.key, entry)
     this.append(entry)
     if (this.entries.size > this.maxEntries) {
-      this.evict()
+      this.evict(now)
     }
   }
 
@@ -166,8 +166,7 @@ export class MemoryStorage implements IdempotencyStorage {
    * run its handler a second time, so a burst of running claims can hold the
    * map above the bound until they finish.
    */
-  private evict (): void {
-    const now = Date.now()
+  private evict (now: number): void {
     let entry = this.oldest
     while (entry !== null && this.entries.size > this.maxEntries) {
       const newer = entry.newer
